@@ -1,0 +1,1 @@
+"""Keiretsu consensus package."""

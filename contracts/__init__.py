@@ -1,0 +1,1 @@
+"""Keiretsu contracts package."""

@@ -1,0 +1,1 @@
+"""Keiretsu keiretsu_node package."""

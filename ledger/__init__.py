@@ -1,0 +1,1 @@
+"""Keiretsu ledger package."""

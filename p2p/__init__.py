@@ -1,0 +1,1 @@
+"""Keiretsu p2p package."""
