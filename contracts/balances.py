@@ -1,0 +1,155 @@
+"""Balances of every asset: a free and a locked part per account, and each asset's supply.
+
+Part of contracts/. Every movement of cash or securities goes through these few functions, so
+conservation (sum of balances == issued - retired) and non-negativity are enforced in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from contracts.base import MAX_AMOUNT, Context
+from ledger.reasons import ContractError, Reason, require
+from ledger.state import prefix_of, state_key
+
+MAX_HOLDERS_SCAN = 100_000
+
+
+@dataclass(frozen=True)
+class Balance:
+    free: int
+    locked: int
+
+    @property
+    def total(self) -> int:
+        return self.free + self.locked
+
+
+ZERO = Balance(0, 0)
+
+
+def balance_key(asset: str, account: str) -> bytes:
+    return state_key("bal", asset, account)
+
+
+def holding_key(account: str, asset: str) -> bytes:
+    return state_key("holding", account, asset)
+
+
+def supply_key(asset: str) -> bytes:
+    return state_key("supply", asset)
+
+
+def holder_count_key(asset: str) -> bytes:
+    return state_key("holders", asset)
+
+
+def get(ctx: Context, asset: str, account: str) -> Balance:
+    raw = ctx.get(balance_key(asset, account))
+    return ZERO if raw is None else Balance(raw[0], raw[1])
+
+
+def supply(ctx: Context, asset: str) -> tuple[int, int]:
+    """(issued, retired) over the asset's life."""
+    raw = ctx.get(supply_key(asset))
+    return (0, 0) if raw is None else (raw[0], raw[1])
+
+
+def holder_count(ctx: Context, asset: str) -> int:
+    return ctx.get(holder_count_key(asset)) or 0
+
+
+def _set(ctx: Context, asset: str, account: str, new: Balance) -> None:
+    require(new.free >= 0 and new.locked >= 0, f"negative balance of {asset} at {account}")
+    old = get(ctx, asset, account)
+    if new.total == 0:
+        ctx.delete(balance_key(asset, account))
+        ctx.delete(holding_key(account, asset))
+    else:
+        ctx.put(balance_key(asset, account), [new.free, new.locked])
+    if old.total == 0 and new.total > 0:
+        ctx.put(holding_key(account, asset), 1)
+        ctx.put(holder_count_key(asset), holder_count(ctx, asset) + 1)
+    elif old.total > 0 and new.total == 0:
+        ctx.put(holder_count_key(asset), holder_count(ctx, asset) - 1)
+    ctx.touch(account)
+    ctx.touch(asset)
+
+
+def credit(ctx: Context, asset: str, account: str, amount: int) -> None:
+    _positive(amount)
+    old = get(ctx, asset, account)
+    _set(ctx, asset, account, Balance(old.free + amount, old.locked))
+
+
+def debit(ctx: Context, asset: str, account: str, amount: int) -> None:
+    _positive(amount)
+    old = get(ctx, asset, account)
+    if old.free < amount:
+        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {old.free} free {asset}, needs {amount}")
+    _set(ctx, asset, account, Balance(old.free - amount, old.locked))
+
+
+def lock(ctx: Context, asset: str, account: str, amount: int) -> None:
+    _positive(amount)
+    old = get(ctx, asset, account)
+    if old.free < amount:
+        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {old.free} free {asset}, needs {amount}")
+    _set(ctx, asset, account, Balance(old.free - amount, old.locked + amount))
+
+
+def unlock(ctx: Context, asset: str, account: str, amount: int) -> None:
+    _positive(amount)
+    old = get(ctx, asset, account)
+    if old.locked < amount:
+        raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{account} has {old.locked} locked {asset}")
+    _set(ctx, asset, account, Balance(old.free + amount, old.locked - amount))
+
+
+def debit_locked(ctx: Context, asset: str, account: str, amount: int) -> None:
+    _positive(amount)
+    old = get(ctx, asset, account)
+    if old.locked < amount:
+        raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{account} has {old.locked} locked {asset}")
+    _set(ctx, asset, account, Balance(old.free, old.locked - amount))
+
+
+def move(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:
+    """Free balance from source to target (the callers check eligibility first)."""
+    debit(ctx, asset, source, amount)
+    credit(ctx, asset, target, amount)
+
+
+def move_locked(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:
+    """Locked balance of source to the free balance of target (settling a locked order)."""
+    debit_locked(ctx, asset, source, amount)
+    credit(ctx, asset, target, amount)
+
+
+def issue(ctx: Context, asset: str, account: str, amount: int) -> None:
+    """Create new units (mint cash, issue securities) and count them in the supply."""
+    issued, retired = supply(ctx, asset)
+    if issued - retired + amount > MAX_AMOUNT:
+        raise ContractError(Reason.SUPPLY_EXCEEDED, f"{asset} outstanding would exceed {MAX_AMOUNT}")
+    credit(ctx, asset, account, amount)
+    ctx.put(supply_key(asset), [issued + amount, retired])
+
+
+def retire(ctx: Context, asset: str, account: str, amount: int) -> None:
+    """Destroy units from an account's free balance (burn cash, redeem securities)."""
+    debit(ctx, asset, account, amount)
+    issued, retired = supply(ctx, asset)
+    ctx.put(supply_key(asset), [issued, retired + amount])
+
+
+def holders(ctx: Context, asset: str, limit: int = MAX_HOLDERS_SCAN) -> Iterator[tuple[str, Balance]]:
+    """Holders of an asset in address order (the cap table)."""
+    prefix = prefix_of("bal", asset)
+    for key, raw in ctx.scan(prefix, limit):
+        yield key[len(prefix):].decode("ascii"), Balance(raw[0], raw[1])
+
+
+def _positive(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")

@@ -1,0 +1,199 @@
+"""The contract interface: typed arguments, method tables and the context a method runs in.
+
+Part of contracts/. A contract is a module of pure functions over a state view and the block
+context; it never does IO, reads a clock, draws randomness or uses a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec
+from ledger.block import Event
+from ledger.keys import is_address
+from ledger.reasons import ContractError, Reason
+from ledger.state import Overlay
+
+MAX_AMOUNT = 2**63 - 1
+MAX_TEXT_CHARS = 256
+MAX_EVENTS_PER_TX = 10_000
+MAX_STATE_VALUE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """All a contract may know of the world outside the state: the block it runs in."""
+
+    chain_id: str
+    height: int
+    time_ms: int
+
+
+# ---------------------------------------------------------------- argument types
+
+
+@dataclass(frozen=True)
+class ArgType:
+    name: str
+    check: Callable[[Any], bool]
+
+    def __call__(self, value: Any) -> bool:
+        return self.check(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(max_chars: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and len(v) <= max_chars and v.isprintable()
+
+
+UINT = ArgType("uint", lambda v: _is_int(v) and 0 <= v <= MAX_AMOUNT)
+AMOUNT = ArgType("amount", lambda v: _is_int(v) and 0 < v <= MAX_AMOUNT)
+INT = ArgType("int", lambda v: _is_int(v) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
+BOOL = ArgType("bool", lambda v: isinstance(v, bool))
+TEXT = ArgType("text", _text(MAX_TEXT_CHARS))
+NAME = ArgType("name", lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isprintable())
+ADDRESS = ArgType("address", is_address)
+HASH32 = ArgType("hash32", lambda v: isinstance(v, bytes) and len(v) == 32)
+BYTES32 = HASH32
+ASSET_ID = ArgType(
+    "asset", lambda v: isinstance(v, str) and 0 < len(v) <= 32 and v.isascii() and v.isalnum() and v.isupper()
+)
+
+
+def list_of(item: ArgType, max_items: int) -> ArgType:
+    return ArgType(
+        f"list[{item.name}]",
+        lambda v: isinstance(v, list) and len(v) <= max_items and all(item(x) for x in v),
+    )
+
+
+def one_of(*choices: str) -> ArgType:
+    return ArgType("one of " + "|".join(choices), lambda v: v in choices and isinstance(v, str))
+
+
+def map_of(fields: dict[str, ArgType], optional: frozenset[str] = frozenset()) -> ArgType:
+    def check(value: Any) -> bool:
+        if not isinstance(value, dict) or not set(value) <= set(fields):
+            return False
+        if not set(fields) - optional <= set(value):
+            return False
+        return all(fields[k](v) for k, v in value.items())
+
+    return ArgType("map{" + ",".join(sorted(fields)) + "}", check)
+
+
+# ---------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., None]
+    params: dict[str, ArgType]
+    optional: frozenset[str]
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """BAD_ARGUMENTS naming the first wrong field; a pure function of the arguments."""
+        unknown = sorted(set(args) - set(self.params))
+        if unknown:
+            raise ContractError(Reason.BAD_ARGUMENTS, f"unknown argument(s) {unknown}")
+        for name, arg_type in self.params.items():
+            if name not in args:
+                if name in self.optional:
+                    continue
+                raise ContractError(Reason.BAD_ARGUMENTS, f"missing argument {name!r}")
+            if not arg_type(args[name]):
+                raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
+
+
+class MethodTable:
+    """A contract's public methods, declared with their argument types beside the code."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, Method] = {}
+
+    def method(self, *, optional: tuple[str, ...] = (), **params: ArgType) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        def register(fn: Callable[..., None]) -> Callable[..., None]:
+            name = fn.__name__.rstrip("_")
+            if name in self.methods:
+                raise ValueError(f"method {name} declared twice")
+            self.methods[name] = Method(name, fn, dict(params), frozenset(optional))
+            return fn
+
+        return register
+
+    def get(self, name: str) -> Method | None:
+        return self.methods.get(name)
+
+
+# ---------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    """What a method sees: staged state, the block, who signed; it reports events and subjects.
+
+    `signers` are account addresses (keys already resolved through any recovery), in the
+    transaction's order; a system context (scheduled work at block start) has none.
+    """
+
+    state: Overlay
+    block: BlockContext
+    tx_id: bytes | None
+    signers: tuple[str, ...]
+    events: list[Event] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)
+    event_subjects: list[list[str]] = field(default_factory=list)
+
+    @property
+    def is_system(self) -> bool:
+        return self.tx_id is None
+
+    @property
+    def sender(self) -> str:
+        if not self.signers:
+            raise ContractError(Reason.SIGNATURE_REQUIRED, "this call needs a signer")
+        return self.signers[0]
+
+    def require_signer(self, address: str) -> None:
+        if address not in self.signers:
+            raise ContractError(Reason.SIGNATURE_REQUIRED, f"{address} must sign")
+
+    # state access (bytes keys, canonical msgpack values)
+    def get(self, key: bytes) -> Any:
+        raw = self.state.get(key)
+        return None if raw is None else codec.decode(raw, max_bytes=MAX_STATE_VALUE_BYTES)
+
+    def put(self, key: bytes, value: Any) -> None:
+        self.state.put(key, codec.encode(value))
+
+    def delete(self, key: bytes) -> None:
+        self.state.delete(key)
+
+    def exists(self, key: bytes) -> bool:
+        return self.state.get(key) is not None
+
+    def scan(self, prefix: bytes, limit: int) -> Iterator[tuple[bytes, Any]]:
+        """At most `limit` entries under prefix, in key order; bounded so no call is unbounded."""
+        for count, (key, raw) in enumerate(self.state.iter_prefix(prefix)):
+            if count >= limit:
+                return
+            yield key, codec.decode(raw, max_bytes=MAX_STATE_VALUE_BYTES)
+
+    # what happened
+    def touch(self, subject: str) -> None:
+        """Record that this call concerns an account or asset (its history will list it)."""
+        self.touched.append(subject)
+
+    def emit(self, kind: str, **attrs: Any) -> None:
+        if len(self.events) >= MAX_EVENTS_PER_TX:
+            raise ContractError(Reason.LIMIT_EXCEEDED, "too many events in one call")
+        self.events.append(Event(kind, attrs))
+        # In a system context, subjects touched since the previous event belong to this one.
+        self.event_subjects.append(self.touched)
+        self.touched = []

@@ -1,0 +1,133 @@
+"""Blocks: a hash-linked header, the transactions in order and each one's receipt.
+
+Part of ledger/. The header commits to the previous block, the transactions (Merkle root), the
+receipts and the state after the block, so two nodes that diverge see it at the first block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import codec
+from ledger.merkle import merkle_root
+from ledger.reasons import Reason
+
+BLOCK_FORMAT_VERSION = 1
+BLOCK_HASH_DOMAIN = b"keiretsu/block/v1\x00"
+GENESIS_PREV_HASH = bytes(32)
+MAX_BLOCK_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a contract reports happened: a transfer, a trade, a payment."""
+
+    kind: str
+    attrs: dict[str, Any]
+
+    def to_wire(self) -> list[Any]:
+        return [self.kind, self.attrs]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "Event":
+        return cls(wire[0], wire[1])
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The result of one transaction in a block: valid, or invalid with a stable reason."""
+
+    tx_id: bytes
+    reason: Reason
+    detail: str
+    events: tuple[Event, ...]
+
+    @property
+    def valid(self) -> bool:
+        return self.reason == Reason.OK
+
+    def to_wire(self) -> list[Any]:
+        return [self.tx_id, str(self.reason), self.detail, [e.to_wire() for e in self.events]]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "Receipt":
+        return cls(wire[0], Reason(wire[1]), wire[2], tuple(Event.from_wire(e) for e in wire[3]))
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    chain_id: str
+    height: int
+    prev_hash: bytes
+    time_ms: int
+    tx_root: bytes
+    results_root: bytes
+    state_hash: bytes
+    raft_index: int
+    raft_term: int
+
+    def to_wire(self) -> list[Any]:
+        return [
+            BLOCK_FORMAT_VERSION,
+            self.chain_id,
+            self.height,
+            self.prev_hash,
+            self.time_ms,
+            self.tx_root,
+            self.results_root,
+            self.state_hash,
+            self.raft_index,
+            self.raft_term,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: list[Any]) -> "BlockHeader":
+        if wire[0] != BLOCK_FORMAT_VERSION:
+            raise ValueError(f"unknown block format {wire[0]!r}")
+        return cls(*wire[1:])
+
+    def hash(self) -> bytes:
+        return hashlib.sha256(BLOCK_HASH_DOMAIN + codec.encode(self.to_wire())).digest()
+
+
+@dataclass(frozen=True)
+class Block:
+    header: BlockHeader
+    txs: tuple[bytes, ...]
+    receipts: tuple[Receipt, ...]
+    system_events: tuple[Event, ...]
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def hash(self) -> bytes:
+        return self.header.hash()
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            [
+                self.header.to_wire(),
+                list(self.txs),
+                [r.to_wire() for r in self.receipts],
+                [e.to_wire() for e in self.system_events],
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Block":
+        wire = codec.decode(data, max_bytes=MAX_BLOCK_BYTES)
+        return cls(
+            BlockHeader.from_wire(wire[0]),
+            tuple(wire[1]),
+            tuple(Receipt.from_wire(r) for r in wire[2]),
+            tuple(Event.from_wire(e) for e in wire[3]),
+        )
+
+
+def results_root(receipts: tuple[Receipt, ...] | list[Receipt], system_events: list[Event] | tuple[Event, ...]) -> bytes:
+    leaves = [codec.encode(r.to_wire()) for r in receipts]
+    leaves.append(codec.encode([e.to_wire() for e in system_events]))
+    return merkle_root(leaves)

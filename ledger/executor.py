@@ -1,0 +1,275 @@
+"""The executor: applies one committed batch to the state and commits it as one block.
+
+Part of ledger/. A function of (state, batch, block context): each transaction runs through its
+contract on its own overlay, a failing one is rolled back alone and kept in the block marked
+invalid; the block, receipts, state changes, indexes and the applied consensus position then
+go to LevelDB in ONE synced write batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from contracts.base import BlockContext, Context
+from contracts.registry import Registry
+from ledger import codec
+from ledger.auth import resolve_signer
+from ledger.batch import Batch, BatchError
+from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Event, Receipt, results_root
+from ledger.genesis import Genesis
+from ledger.merkle import merkle_root
+from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
+from ledger.state import Overlay
+from ledger.store import (
+    HISTORY_SYSTEM,
+    HISTORY_TX,
+    META_GENESIS,
+    TX_INDEX_PREFIX,
+    AppliedPosition,
+    HistoryEntry,
+    LedgerStore,
+    StoreError,
+    history_key,
+)
+from ledger.tx import SignedTx, decode_signed
+
+MAX_TX_LIFETIME_MS = 60 * 60 * 1000
+STATE_HASH_DOMAIN = b"keiretsu/state/v1\x00"
+PARALLEL_VERIFY_MIN_TXS = 64
+_VERIFY_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="sigverify")
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A transaction the batch carried but the block does not: it was never ordered."""
+
+    tx_id: bytes | None
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class AppliedBlock:
+    block: Block
+    dropped: tuple[Dropped, ...]
+
+
+def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, bytes | None]) -> bytes:
+    """Chains the previous state hash with this block's sorted write set (docs/STORAGE.md)."""
+    changes = codec.encode([[key, writes[key]] for key in sorted(writes)])
+    return hashlib.sha256(STATE_HASH_DOMAIN + prev_state_hash + height.to_bytes(8, "big") + changes).digest()
+
+
+def verify_all(txs: list[SignedTx]) -> list[bool]:
+    """Signature checks spread over the cores (pynacl releases the GIL while verifying)."""
+    if len(txs) < PARALLEL_VERIFY_MIN_TXS:
+        return [tx.verify_signatures() for tx in txs]
+    return list(_VERIFY_POOL.map(SignedTx.verify_signatures, txs, chunksize=32))
+
+
+class VerifiedCache:
+    """Ids of transactions whose signatures this node already checked at admission (bounded)."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[bytes, None] = {}
+
+    def _key(self, tx: SignedTx) -> bytes:
+        return hashlib.sha256(tx.raw).digest()
+
+    def add(self, tx: SignedTx) -> None:
+        if len(self._seen) >= self.max_entries:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[self._key(tx)] = None
+
+    def contains(self, tx: SignedTx) -> bool:
+        return self._key(tx) in self._seen
+
+
+def _dedupe(subjects: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(subjects))
+
+
+class Executor:
+    def __init__(
+        self,
+        store: LedgerStore,
+        registry: Registry,
+        genesis: Genesis,
+        *,
+        verify_signatures: bool = True,
+        verified_cache: VerifiedCache | None = None,
+        sync: bool = True,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.genesis = genesis
+        self.verify_signatures = verify_signatures
+        self.verified_cache = verified_cache
+        self.sync = sync
+
+    # ------------------------------------------------------------ genesis
+
+    def init_genesis(self) -> None:
+        """Write block 0 from the genesis, or check that the store holds this network's data."""
+        stored = self.store.genesis_hash()
+        if stored is not None:
+            if stored != self.genesis.hash():
+                raise StoreError(f"{self.store.path} holds data of another network (genesis hash differs)")
+            return
+        require(self.store.position.height == -1, "a store with blocks but no genesis hash")
+        overlay = Overlay(self.store.state)
+        bctx = BlockContext(self.genesis.chain_id, 0, self.genesis.genesis_time_ms)
+        ctx = Context(overlay, bctx, None, ())
+        for contract in self.registry.in_order():
+            if contract.genesis is not None:
+                contract.genesis(ctx, self.genesis.app_state)
+        events = tuple(ctx.events)
+        header = BlockHeader(
+            self.genesis.chain_id, 0, GENESIS_PREV_HASH, self.genesis.genesis_time_ms, merkle_root([]),
+            results_root((), events), state_hash_after(bytes(32), 0, overlay.writes), 0, 0,
+        )
+        block = Block(header, (), (), events)
+        index = {META_GENESIS: self.genesis.hash()}
+        self._index_system(index, 0, ctx)
+        position = AppliedPosition(0, 0, 0, block.hash(), header.state_hash, header.time_ms)
+        self.store.commit(overlay.writes, block, index, position, sync=self.sync)
+
+    # ------------------------------------------------------------ one batch
+
+    def apply(self, batch_bytes: bytes, raft_index: int, raft_term: int) -> AppliedBlock | None:
+        """Apply a committed consensus entry; None if it was applied before (idempotent replay)."""
+        position = self.store.position
+        require(position.height >= 0, "genesis must be applied before any batch")
+        if raft_index <= position.raft_index:
+            return None
+        try:
+            batch = Batch.decode(batch_bytes)
+        except BatchError:
+            # Not a batch (consensus never makes one): advance past it identically on every node.
+            moved = AppliedPosition(raft_index, raft_term, position.height, position.block_hash,
+                                    position.state_hash, position.time_ms)
+            self.store.commit({}, None, {}, moved, sync=self.sync)
+            return None
+        height = position.height + 1
+        bctx = BlockContext(self.genesis.chain_id, height, max(batch.proposed_time_ms, position.time_ms))
+        block_overlay = Overlay(self.store.state)
+        system_ctx = self._begin_block(block_overlay, bctx)
+        accepted, dropped = self._admit(batch.txs, bctx)
+        receipts: list[Receipt] = []
+        tx_subjects: list[list[str]] = []
+        for tx in accepted:
+            receipt, subjects = self._run_tx(block_overlay, bctx, tx)
+            receipts.append(receipt)
+            tx_subjects.append(subjects)
+        system_events = tuple(system_ctx.events)
+        state_hash = state_hash_after(position.state_hash, height, block_overlay.writes)
+        header = BlockHeader(
+            self.genesis.chain_id, height, position.block_hash, bctx.time_ms,
+            merkle_root([tx.raw for tx in accepted]), results_root(receipts, system_events),
+            state_hash, raft_index, raft_term,
+        )
+        block = Block(header, tuple(tx.raw for tx in accepted), tuple(receipts), system_events)
+        index: dict[bytes, bytes] = {}
+        for i, (tx, subjects) in enumerate(zip(accepted, tx_subjects, strict=True)):
+            index[TX_INDEX_PREFIX + tx.tx_id] = codec.encode([height, i])
+            for subject in subjects:
+                index[history_key(subject, HistoryEntry(height, HISTORY_TX, i))] = b""
+        self._index_system(index, height, system_ctx)
+        new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
+        self.store.commit(block_overlay.writes, block, index, new_position, sync=self.sync)
+        return AppliedBlock(block, tuple(dropped))
+
+    def _begin_block(self, block_overlay: Overlay, bctx: BlockContext) -> Context:
+        """Scheduled work of every contract, before the block's transactions, in registry order."""
+        system_ctx = Context(block_overlay, bctx, None, ())
+        for contract in self.registry.in_order():
+            if contract.begin_block is None:
+                continue
+            hook_overlay = Overlay(block_overlay)
+            hook_ctx = Context(hook_overlay, bctx, None, ())
+            try:
+                contract.begin_block(hook_ctx)
+            except ContractError as exc:
+                system_ctx.emit("scheduled_work_failed", contract=contract.name, reason=str(exc.reason),
+                                detail=exc.detail)
+                continue
+            hook_overlay.merge_into(block_overlay)
+            if hook_ctx.touched and hook_ctx.event_subjects:
+                hook_ctx.event_subjects[-1].extend(hook_ctx.touched)
+            system_ctx.events.extend(hook_ctx.events)
+            system_ctx.event_subjects.extend(hook_ctx.event_subjects)
+        return system_ctx
+
+    def _index_system(self, index: dict[bytes, bytes], height: int, ctx: Context) -> None:
+        for i, subjects in enumerate(ctx.event_subjects):
+            for subject in _dedupe(subjects):
+                index[history_key(subject, HistoryEntry(height, HISTORY_SYSTEM, i))] = b""
+
+    def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext) -> tuple[list[SignedTx], list[Dropped]]:
+        """The replay and signature checks that decide whether a transaction enters the block."""
+        candidates: list[SignedTx] = []
+        dropped: list[Dropped] = []
+        seen: set[bytes] = set()
+        for raw in raws:
+            try:
+                tx = decode_signed(raw)
+            except TxRejected as exc:
+                dropped.append(Dropped(None, exc.reason, exc.detail))
+                continue
+            try:
+                self._check_fresh(tx, bctx)
+            except TxRejected as exc:
+                dropped.append(Dropped(tx.tx_id, exc.reason, exc.detail))
+                continue
+            if tx.tx_id in seen or self.store.has_tx(tx.tx_id):
+                dropped.append(Dropped(tx.tx_id, Reason.DUPLICATE, "already in the ledger"))
+                continue
+            seen.add(tx.tx_id)
+            candidates.append(tx)
+        if not self.verify_signatures:
+            return candidates, dropped
+        to_check = [tx for tx in candidates if not (self.verified_cache and self.verified_cache.contains(tx))]
+        good = {id(tx) for tx, ok in zip(to_check, verify_all(to_check), strict=True) if ok}
+        checked = {id(tx) for tx in to_check}
+        accepted = []
+        for tx in candidates:
+            if id(tx) in checked and id(tx) not in good:
+                dropped.append(Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify"))
+            else:
+                accepted.append(tx)
+        return accepted, dropped
+
+    def _check_fresh(self, tx: SignedTx, bctx: BlockContext) -> None:
+        body = tx.body
+        if body.chain_id != bctx.chain_id:
+            raise TxRejected(Reason.WRONG_CHAIN, f"signed for chain {body.chain_id!r}")
+        if body.expires_at_ms < bctx.time_ms:
+            raise TxRejected(Reason.EXPIRED, f"expired at {body.expires_at_ms}, block time {bctx.time_ms}")
+        if body.expires_at_ms > bctx.time_ms + MAX_TX_LIFETIME_MS:
+            raise TxRejected(Reason.EXPIRY_TOO_FAR, f"expiry more than {MAX_TX_LIFETIME_MS} ms ahead")
+
+    def _run_tx(self, block_overlay: Overlay, bctx: BlockContext, tx: SignedTx) -> tuple[Receipt, list[str]]:
+        tx_overlay = Overlay(block_overlay)
+        signers: tuple[str, ...] = ()
+        try:
+            signers = tuple(resolve_signer(tx_overlay, pk) for pk in tx.body.signers)
+            method = self.registry.method(tx.body.contract, tx.body.method)
+            method.check_args(tx.body.args)
+            ctx = Context(tx_overlay, bctx, tx.tx_id, signers)
+            method.fn(ctx, **tx.body.args)
+        except ContractError as exc:
+            subjects = list(signers) or list(tx.signer_addresses)
+            return Receipt(tx.tx_id, exc.reason, exc.detail, ()), _dedupe(subjects)
+        except InvariantViolation:
+            raise
+        tx_overlay.merge_into(block_overlay)
+        subjects = list(signers)
+        for group in ctx.event_subjects:
+            subjects.extend(group)
+        subjects.extend(ctx.touched)
+        return Receipt(tx.tx_id, Reason.OK, "", tuple(ctx.events)), _dedupe(subjects)

@@ -1,0 +1,132 @@
+"""State views: a read interface over sorted keys, and overlays that stage writes.
+
+Part of ledger/. A transaction runs on its own Overlay over the block's Overlay over the store;
+a failing transaction's overlay is dropped alone, a passing one merges into the block's.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import Protocol
+
+KEY_SEPARATOR = b"\x1f"
+MAX_KEY_PART_CHARS = 128
+
+
+def state_key(*parts: str | bytes | int) -> bytes:
+    """Compose a key from parts; ints are 8-byte big-endian so they sort numerically."""
+    out = []
+    for part in parts:
+        if isinstance(part, bool):
+            raise TypeError("a key part is not a bool")
+        if isinstance(part, int):
+            out.append(part.to_bytes(8, "big", signed=False))
+        elif isinstance(part, str):
+            encoded = part.encode("utf-8")
+            if KEY_SEPARATOR in encoded or len(part) > MAX_KEY_PART_CHARS:
+                raise ValueError(f"key part {part!r} is not allowed")
+            out.append(encoded)
+        else:
+            out.append(bytes(part))
+    return KEY_SEPARATOR.join(out)
+
+
+def prefix_of(*parts: str | bytes | int) -> bytes:
+    """The prefix matching every key whose first parts are these."""
+    return state_key(*parts) + KEY_SEPARATOR
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, in ascending key order."""
+        ...
+
+
+class Overlay:
+    """Staged writes over a parent reader; None marks a deletion."""
+
+    def __init__(self, parent: StateReader) -> None:
+        self.parent = parent
+        self.writes: dict[bytes, bytes | None] = {}
+        self._sorted: list[bytes] | None = None
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.parent.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if key not in self.writes:
+            self._sorted = None
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        if key not in self.writes:
+            self._sorted = None
+        self.writes[key] = None
+
+    def _sorted_keys(self) -> list[bytes]:
+        if self._sorted is None:
+            self._sorted = sorted(self.writes)
+        return self._sorted
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Merge the parent's keys with staged ones; staged values win, deletions hide.
+
+        Take what you need before writing: a write during iteration is not seen by it.
+        """
+        keys = self._sorted_keys()
+        start = bisect.bisect_left(keys, prefix)
+        mine = []
+        for key in keys[start:]:
+            if not key.startswith(prefix):
+                break
+            mine.append((key, self.writes[key]))
+        parent = self.parent.iter_prefix(prefix)
+        yield from _merge(parent, mine)
+
+    def merge_into(self, target: "Overlay") -> None:
+        for key, value in self.writes.items():
+            if value is None:
+                target.delete(key)
+            else:
+                target.put(key, value)
+
+
+def _merge(
+    parent: Iterator[tuple[bytes, bytes]], mine: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    index = 0
+    for key, value in parent:
+        while index < len(mine) and mine[index][0] < key:
+            staged_key, staged = mine[index]
+            index += 1
+            if staged is not None:
+                yield staged_key, staged
+        if index < len(mine) and mine[index][0] == key:
+            staged = mine[index][1]
+            index += 1
+            if staged is not None:
+                yield key, staged
+            continue
+        yield key, value
+    for staged_key, staged in mine[index:]:
+        if staged is not None:
+            yield staged_key, staged
+
+
+class MemoryState:
+    """A plain in-memory reader, for tests and for contracts exercised without a store."""
+
+    def __init__(self, items: dict[bytes, bytes] | None = None) -> None:
+        self.items = dict(items or {})
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.items.get(key)
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self.items if k.startswith(prefix)):
+            yield key, self.items[key]

@@ -1,0 +1,184 @@
+"""The ledger's LevelDB store: state, blocks, indexes and the applied consensus position.
+
+Part of ledger/. docs/STORAGE.md documents the key layout. Every block lands in one synced
+write batch, so a crash leaves either all of a block or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plyvel
+
+from ledger import codec
+from ledger.block import GENESIS_PREV_HASH, Block
+
+STORE_FORMAT_VERSION = 1
+STATE_PREFIX = b"s"
+BLOCK_PREFIX = b"b"
+TX_INDEX_PREFIX = b"t"
+HISTORY_PREFIX = b"h"
+META_APPLIED = b"m:applied"
+META_FORMAT = b"m:format"
+META_GENESIS = b"m:genesis"
+MAX_HISTORY_PAGE = 1000
+HISTORY_TX = 0
+HISTORY_SYSTEM = 1
+
+
+class StoreError(RuntimeError):
+    """The data directory cannot be used (wrong format, damaged, or for another chain)."""
+
+
+@dataclass(frozen=True)
+class AppliedPosition:
+    """Where the ledger stands: the last consensus entry applied and the block it made."""
+
+    raft_index: int
+    raft_term: int
+    height: int
+    block_hash: bytes
+    state_hash: bytes
+    time_ms: int
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            [self.raft_index, self.raft_term, self.height, self.block_hash, self.state_hash, self.time_ms]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> "AppliedPosition":
+        return cls(*codec.decode(data, max_bytes=1024))
+
+
+EMPTY_POSITION = AppliedPosition(0, 0, -1, GENESIS_PREV_HASH, bytes(32), 0)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    height: int
+    kind: int  # HISTORY_TX or HISTORY_SYSTEM
+    index: int  # position of the tx in the block, or of the system event
+
+
+def height_key(height: int) -> bytes:
+    return BLOCK_PREFIX + height.to_bytes(8, "big")
+
+
+def history_prefix(subject: str) -> bytes:
+    return HISTORY_PREFIX + subject.encode("utf-8") + b"\x00"
+
+
+def history_key(subject: str, entry: HistoryEntry) -> bytes:
+    return (
+        history_prefix(subject)
+        + entry.height.to_bytes(8, "big")
+        + bytes([entry.kind])
+        + entry.index.to_bytes(4, "big")
+    )
+
+
+class StateOnDisk:
+    """The committed state as a StateReader."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db.prefixed_db(STATE_PREFIX)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        with self._db.iterator(prefix=prefix) as it:
+            yield from it
+
+
+class LedgerStore:
+    """Owns the LevelDB handle; readers may query it while the executor commits."""
+
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self.db = plyvel.DB(str(self.path), create_if_missing=create, paranoid_checks=True)
+        except plyvel.Error as exc:
+            raise StoreError(f"cannot open ledger store at {self.path}: {exc}") from exc
+        fmt = self.db.get(META_FORMAT)
+        if fmt is None:
+            self.db.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode(), sync=True)
+        elif fmt != str(STORE_FORMAT_VERSION).encode():
+            self.db.close()
+            raise StoreError(f"{self.path}: store format {fmt!r}, this build reads {STORE_FORMAT_VERSION}")
+        self.state = StateOnDisk(self.db)
+        self._position = self._read_position()
+
+    def _read_position(self) -> AppliedPosition:
+        raw = self.db.get(META_APPLIED)
+        if raw is None:
+            return EMPTY_POSITION
+        try:
+            return AppliedPosition.decode(raw)
+        except (codec.CodecError, TypeError) as exc:
+            raise StoreError(f"{self.path}: applied position is damaged") from exc
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+    @property
+    def position(self) -> AppliedPosition:
+        return self._position
+
+    def genesis_hash(self) -> bytes | None:
+        return self.db.get(META_GENESIS)
+
+    def block(self, height: int) -> Block | None:
+        raw = self.db.get(height_key(height))
+        return Block.decode(raw) if raw is not None else None
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self.db.get(height_key(height))
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        raw = self.db.get(TX_INDEX_PREFIX + tx_id)
+        if raw is None:
+            return None
+        height, index = codec.decode(raw, max_bytes=64)
+        return height, index
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        return self.db.get(TX_INDEX_PREFIX + tx_id) is not None
+
+    def history(self, subject: str, *, after: HistoryEntry | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """Entries touching an account or asset, oldest first, paged by the last entry seen."""
+        limit = max(1, min(limit, MAX_HISTORY_PAGE))
+        prefix = history_prefix(subject)
+        start = history_key(subject, after) + b"\x00" if after else prefix
+        out = []
+        with self.db.iterator(start=start, prefix=None) as it:
+            for key, _ in it:
+                if not key.startswith(prefix) or len(out) >= limit:
+                    break
+                rest = key[len(prefix):]
+                out.append(HistoryEntry(int.from_bytes(rest[:8], "big"), rest[8], int.from_bytes(rest[9:13], "big")))
+        return out
+
+    def commit(self, writes: dict[bytes, bytes | None], block: Block | None, index_writes: dict[bytes, bytes],
+               position: AppliedPosition, *, sync: bool = True) -> None:
+        """Persist a block, its state changes, indexes and the new position in ONE write batch."""
+        with self.db.write_batch(transaction=True, sync=sync) as batch:
+            for key, value in writes.items():
+                if value is None:
+                    batch.delete(STATE_PREFIX + key)
+                else:
+                    batch.put(STATE_PREFIX + key, value)
+            if block is not None:
+                batch.put(height_key(block.height), block.encode())
+            for key, value in index_writes.items():
+                batch.put(key, value)
+            batch.put(META_APPLIED, position.encode())
+        self._position = position
+
+    def set_genesis_hash(self, genesis_hash: bytes) -> None:
+        self.db.put(META_GENESIS, genesis_hash, sync=True)

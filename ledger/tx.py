@@ -1,0 +1,163 @@
+"""Transactions: the canonical body, its id, its signing message and the signed envelope.
+
+Part of ledger/. docs/PROTOCOL.md specifies these bytes for clients in other languages; the
+checks here are the stateless ones (format, bounds, chain id, signatures) done before ordering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec
+from ledger.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, KeyPair, address_of, verify
+from ledger.reasons import Reason, TxRejected
+
+TX_FORMAT_VERSION = 1
+MAX_TX_BYTES = 64 * 1024
+MAX_SIGNERS = 16
+MAX_NAME_CHARS = 64
+MAX_CHAIN_ID_CHARS = 64
+MAX_NONCE = 2**64 - 1
+TX_ID_DOMAIN = b"keiretsu/tx-id/v1\x00"
+SIGNING_DOMAIN = b"keiretsu/tx-sign/v1\x00"
+
+
+@dataclass(frozen=True)
+class TxBody:
+    """What the signers agree to. Field order here is the canonical order on the wire."""
+
+    chain_id: str
+    contract: str
+    method: str
+    args: dict[str, Any]
+    nonce: int
+    expires_at_ms: int
+    signers: tuple[bytes, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [
+            TX_FORMAT_VERSION,
+            self.chain_id,
+            self.contract,
+            self.method,
+            self.args,
+            self.nonce,
+            self.expires_at_ms,
+            list(self.signers),
+        ]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    def signing_message(self) -> bytes:
+        """Domain-separated hash that also names the chain, so a signature is valid on one network."""
+        return signing_message(self.chain_id, self.encode())
+
+
+def signing_message(chain_id: str, body_bytes: bytes) -> bytes:
+    chain = chain_id.encode("utf-8")
+    return hashlib.sha256(SIGNING_DOMAIN + len(chain).to_bytes(1, "big") + chain + body_bytes).digest()
+
+
+def tx_id_of(body_bytes: bytes) -> bytes:
+    return hashlib.sha256(TX_ID_DOMAIN + body_bytes).digest()
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A body and one signature per signer, in the signers' order."""
+
+    body: TxBody
+    signatures: tuple[bytes, ...]
+    raw: bytes = field(compare=False, repr=False)
+    body_bytes: bytes = field(compare=False, repr=False)
+    tx_id: bytes = field(compare=False)
+
+    @property
+    def signer_addresses(self) -> tuple[str, ...]:
+        return tuple(address_of(pk) for pk in self.body.signers)
+
+    def verify_signatures(self) -> bool:
+        message = signing_message(self.body.chain_id, self.body_bytes)
+        return all(
+            verify(pk, message, sig) for pk, sig in zip(self.body.signers, self.signatures, strict=True)
+        )
+
+
+def sign(body: TxBody, keys: list[KeyPair]) -> SignedTx:
+    """Sign a body with the keys of its signers (any order); every signer must be given."""
+    by_pk = {key.public_key: key for key in keys}
+    missing = [pk.hex() for pk in body.signers if pk not in by_pk]
+    if missing:
+        raise ValueError(f"no key given for signer(s) {missing}")
+    body_bytes = body.encode()
+    message = signing_message(body.chain_id, body_bytes)
+    signatures = tuple(by_pk[pk].sign(message) for pk in body.signers)
+    raw = codec.encode([body.to_wire(), list(signatures)])
+    return SignedTx(body, signatures, raw, body_bytes, tx_id_of(body_bytes))
+
+
+def _is_name(value: Any, max_chars: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_chars and value.isascii() and value.isprintable()
+
+
+def _body_from_wire(wire: Any) -> TxBody:
+    if not isinstance(wire, list) or len(wire) != 8:
+        raise TxRejected(Reason.MALFORMED, "a transaction body is an array of 8 fields")
+    version, chain_id, contract, method, args, nonce, expires_at_ms, signers = wire
+    if version != TX_FORMAT_VERSION or isinstance(version, bool):
+        raise TxRejected(Reason.UNSUPPORTED_VERSION, f"format version {version!r}")
+    if not _is_name(chain_id, MAX_CHAIN_ID_CHARS):
+        raise TxRejected(Reason.MALFORMED, "chain_id must be a printable ASCII string")
+    if not _is_name(contract, MAX_NAME_CHARS) or not _is_name(method, MAX_NAME_CHARS):
+        raise TxRejected(Reason.MALFORMED, "contract and method must be printable ASCII names")
+    if not isinstance(args, dict):
+        raise TxRejected(Reason.MALFORMED, "args must be a map")
+    for number, name in ((nonce, "nonce"), (expires_at_ms, "expires_at_ms")):
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= MAX_NONCE:
+            raise TxRejected(Reason.MALFORMED, f"{name} must be an unsigned 64-bit integer")
+    if not isinstance(signers, list) or not signers:
+        raise TxRejected(Reason.MISSING_SIGNATURE, "a transaction names at least one signer")
+    if len(signers) > MAX_SIGNERS:
+        raise TxRejected(Reason.MALFORMED, f"at most {MAX_SIGNERS} signers")
+    if not all(isinstance(pk, bytes) and len(pk) == PUBLIC_KEY_BYTES for pk in signers):
+        raise TxRejected(Reason.MALFORMED, "a signer is a 32-byte Ed25519 public key")
+    if len(set(signers)) != len(signers):
+        raise TxRejected(Reason.DUPLICATE_SIGNER, "a signer is named twice")
+    return TxBody(chain_id, contract, method, args, nonce, expires_at_ms, tuple(signers))
+
+
+def decode_signed(raw: bytes) -> SignedTx:
+    """Decode a signed transaction; TxRejected with a stable reason for anything malformed.
+
+    This checks form only, not signatures (see verify_signatures) nor the chain id.
+    """
+    if len(raw) > MAX_TX_BYTES:
+        raise TxRejected(Reason.TOO_LARGE, f"{len(raw)} bytes, limit {MAX_TX_BYTES}")
+    try:
+        wire = codec.decode(raw, max_bytes=MAX_TX_BYTES)
+    except codec.CodecError as exc:
+        reason = Reason.NON_CANONICAL if "canonical" in str(exc) else Reason.MALFORMED
+        raise TxRejected(reason, str(exc)) from exc
+    if not isinstance(wire, list) or len(wire) != 2 or not isinstance(wire[1], list):
+        raise TxRejected(Reason.MALFORMED, "a signed transaction is [body, signatures]")
+    body = _body_from_wire(wire[0])
+    signatures = wire[1]
+    if len(signatures) != len(body.signers):
+        raise TxRejected(Reason.MISSING_SIGNATURE, "one signature per signer is required")
+    if not all(isinstance(sig, bytes) and len(sig) == SIGNATURE_BYTES for sig in signatures):
+        raise TxRejected(Reason.MALFORMED, "a signature is 64 bytes")
+    body_bytes = codec.encode(wire[0])
+    return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
+
+
+def check_stateless(raw: bytes, chain_id: str) -> SignedTx:
+    """Every check that needs no ledger state: form, bounds, chain id and signatures."""
+    tx = decode_signed(raw)
+    if tx.body.chain_id != chain_id:
+        raise TxRejected(Reason.WRONG_CHAIN, f"signed for chain {tx.body.chain_id!r}, this is {chain_id!r}")
+    if not tx.verify_signatures():
+        raise TxRejected(Reason.BAD_SIGNATURE, "a signature does not verify")
+    return tx
