@@ -1,0 +1,143 @@
+"""Wire framing of p2p links: a 4-byte big-endian length, then msgpack [channel, payload].
+
+Sans-IO: FrameDecoder turns received bytes into Frames and knows nothing of sockets, so the
+hostile-input tests fuzz it without an event loop. Link feeds it what the TLS stream yields.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import msgpack
+
+LENGTH_PREFIX_BYTES = 4
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes, prefix excluded; a Raft snapshot chunk fits
+MAX_CHANNEL_BYTES = 32
+MIN_FRAME_BODY_BYTES = 3  # fixarray(2) + fixstr("") + bin8(b"") is the smallest well-formed body
+
+
+class FrameErrorCode(enum.Enum):
+    """Why a peer's bytes were refused; stable values for logs and counters."""
+
+    OVERSIZE = "frame_oversize"
+    TOO_SHORT = "frame_too_short"
+    MALFORMED = "frame_malformed"
+    BAD_SHAPE = "frame_bad_shape"
+    BAD_CHANNEL = "frame_bad_channel"
+
+
+class FrameError(Exception):
+    """Bytes from a peer that are not a valid frame. The link that carried them is closed."""
+
+    def __init__(self, code: FrameErrorCode, detail: str) -> None:
+        super().__init__(f"{code.value}: {detail}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Frame:
+    channel: str
+    payload: bytes
+
+
+def encode_frame(frame: Frame, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """Prefix and body of one frame; raises FrameError if the receiver would refuse it."""
+    check_channel(frame.channel)
+    body = msgpack.packb([frame.channel, frame.payload], use_bin_type=True)
+    if len(body) > max_frame_bytes:
+        raise FrameError(FrameErrorCode.OVERSIZE, f"{len(body)} > {max_frame_bytes} bytes")
+    return len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body
+
+
+def check_channel(channel: str) -> None:
+    size = len(channel.encode("utf-8", errors="replace"))
+    if not 0 < size <= MAX_CHANNEL_BYTES or not channel.isprintable():
+        raise FrameError(FrameErrorCode.BAD_CHANNEL, f"channel of {size} bytes")
+
+
+def decode_body(body: bytes, max_frame_bytes: int) -> Frame:
+    """Strictly decode one frame body: exactly a 2-array of (str, bin), nothing after it."""
+    try:
+        value = msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=MAX_CHANNEL_BYTES,
+            max_bin_len=max_frame_bytes,
+            max_array_len=2,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    # msgpack signals bad input with several exception types (ValueError subclasses, its own
+    # FormatError/StackError, TypeError for unhashable keys); a peer's bytes must only ever
+    # produce our one typed error, so every one of them is translated here.
+    except Exception as exc:  # noqa: BLE001
+        raise FrameError(FrameErrorCode.MALFORMED, type(exc).__name__) from None
+    if not (isinstance(value, list) and len(value) == 2):
+        raise FrameError(FrameErrorCode.BAD_SHAPE, "body is not a 2-element array")
+    channel, payload = value
+    if not isinstance(channel, str) or not isinstance(payload, bytes):
+        raise FrameError(FrameErrorCode.BAD_SHAPE, "body is not [str, bin]")
+    check_channel(channel)
+    return Frame(channel, payload)
+
+
+class FrameDecoder:
+    """Bytes in, frames out. Holds at most one partial frame (<= prefix + max_frame_bytes).
+
+    The length prefix is checked as soon as its 4 bytes arrive, so an oversize frame is refused
+    before any of its body is buffered. After the first error the decoder stays failed: a
+    stream that lost framing cannot be resynchronised, and the link must close.
+    """
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        if max_frame_bytes < MIN_FRAME_BODY_BYTES:
+            raise ValueError(f"max_frame_bytes must be >= {MIN_FRAME_BODY_BYTES}")
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._body_bytes: int | None = None  # length of the frame being assembled, once known
+        self._error: FrameError | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
+        frames: list[Frame] = []
+        view = memoryview(data)
+        try:
+            while view:
+                view = self._take(view, frames)
+        except FrameError as exc:
+            self._error = exc
+            self._buffer.clear()
+            raise
+        return frames
+
+    def _take(self, view: memoryview, frames: list[Frame]) -> memoryview:
+        """Consume from view up to the end of the current prefix or body; return the rest."""
+        if self._body_bytes is None:
+            need = LENGTH_PREFIX_BYTES - len(self._buffer)
+            self._buffer += view[:need]
+            if len(self._buffer) == LENGTH_PREFIX_BYTES:
+                self._body_bytes = self._check_length(int.from_bytes(self._buffer, "big"))
+                self._buffer.clear()
+            return view[need:]
+        need = self._body_bytes - len(self._buffer)
+        self._buffer += view[:need]
+        if len(self._buffer) == self._body_bytes:
+            frames.append(decode_body(bytes(self._buffer), self.max_frame_bytes))
+            self._buffer.clear()
+            self._body_bytes = None
+        return view[need:]
+
+    def _check_length(self, length: int) -> int:
+        if length > self.max_frame_bytes:
+            raise FrameError(FrameErrorCode.OVERSIZE, f"{length} > {self.max_frame_bytes} bytes")
+        if length < MIN_FRAME_BODY_BYTES:
+            raise FrameError(FrameErrorCode.TOO_SHORT, f"{length} bytes")
+        return length
