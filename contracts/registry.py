@@ -21,6 +21,7 @@ class Contract:
     genesis: Callable[[Context, dict[str, Any]], None] | None
     begin_block: Callable[[Context], None] | None
     next_due_ms: Callable[[Any], int | None] | None
+    queries: dict[str, Callable[..., Any]]
 
     @classmethod
     def from_module(cls, module: ModuleType) -> "Contract":
@@ -30,6 +31,7 @@ class Contract:
             getattr(module, "genesis", None),
             getattr(module, "begin_block", None),
             getattr(module, "next_due_ms", None),
+            dict(getattr(module, "QUERIES", {})),
         )
 
 
