@@ -6,6 +6,7 @@ modules that move them.
 
 from __future__ import annotations
 
-from contracts import cash, participants
+from contracts import cash, compliance, participants, securities, settlement
 
-MODULES = [participants, cash]
+# Others append theirs (market, offerings, corporate actions) after these: the movers come last.
+MODULES = [participants, cash, securities, compliance, settlement]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contracts import balances, participants
+from contracts import balances, compliance, participants
 from contracts.base import ADDRESS, AMOUNT, ArgType, TEXT, UINT, Context, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import state_key
@@ -76,7 +76,8 @@ def mint(ctx: Context, currency: str, to: str, amount: int, deposit_ref: str) ->
     if ctx.sender != found.agent:
         raise ContractError(Reason.UNAUTHORIZED, f"only {found.agent} mints {currency}")
     participants.require_active(ctx, found.agent, CASH_AGENT, Reason.UNAUTHORIZED)
-    participants.require_active(ctx, to, None, Reason.RECEIVER_NOT_ELIGIBLE)
+    participants.require_eligible(ctx, to, Reason.RECEIVER_NOT_ELIGIBLE)
+    compliance.check_not_frozen(ctx, to, currency)
     balances.issue(ctx, currency, to, amount)
     ctx.emit("cash_minted", currency=currency, to=to, amount=amount, deposit_ref=deposit_ref)
 
@@ -87,18 +88,44 @@ def burn(ctx: Context, currency: str, amount: int, withdrawal_ref: str) -> None:
     found = require_currency(ctx, currency)
     if ctx.sender != found.agent:
         raise ContractError(Reason.UNAUTHORIZED, f"only {found.agent} burns {currency}")
+    compliance.check_spendable(ctx, found.agent, currency, amount)
     balances.retire(ctx, currency, found.agent, amount)
     ctx.emit("cash_burned", currency=currency, amount=amount, withdrawal_ref=withdrawal_ref)
+
+
+def check_transfer(ctx: Context, currency: str, source: str, target: str, amount: int, *,
+                   from_locked: bool = False) -> None:
+    """Every rule of a cash payment, in the documented order; moves nothing."""
+    require_currency(ctx, currency)
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")
+    if source == target:
+        raise ContractError(Reason.SELF_TRANSFER, "sender and receiver are the same account")
+    participants.require_eligible(ctx, source, Reason.SENDER_NOT_ELIGIBLE)
+    compliance.check_not_frozen(ctx, source, currency)
+    participants.require_eligible(ctx, target, Reason.RECEIVER_NOT_ELIGIBLE)
+    compliance.check_not_frozen(ctx, target, currency)
+    if from_locked:
+        held = balances.get(ctx, currency, source)
+        if held.locked < amount:
+            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {currency}")
+    else:
+        compliance.check_spendable(ctx, source, currency, amount)
+
+
+def transfer_checked(ctx: Context, currency: str, source: str, target: str, amount: int, *,
+                     from_locked: bool = False) -> None:
+    """check_transfer, then move (from the source's locked part if from_locked)."""
+    check_transfer(ctx, currency, source, target, amount, from_locked=from_locked)
+    if from_locked:
+        balances.move_locked(ctx, currency, source, target, amount)
+    else:
+        balances.move(ctx, currency, source, target, amount)
 
 
 @METHODS.method(currency=CURRENCY_CODE, to=ADDRESS, amount=AMOUNT)
 def transfer(ctx: Context, currency: str, to: str, amount: int) -> None:
     """A holder pays another admitted participant."""
-    require_currency(ctx, currency)
     sender = ctx.sender
-    if to == sender:
-        raise ContractError(Reason.SELF_TRANSFER, "sender and receiver are the same account")
-    participants.require_active(ctx, sender, None, Reason.SENDER_NOT_ELIGIBLE)
-    participants.require_active(ctx, to, None, Reason.RECEIVER_NOT_ELIGIBLE)
-    balances.move(ctx, currency, sender, to, amount)
+    transfer_checked(ctx, currency, sender, to, amount)
     ctx.emit("cash_transferred", currency=currency, source=sender, to=to, amount=amount)

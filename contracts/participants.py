@@ -1,7 +1,8 @@
 """Participants and roles: who may act on the ledger, admitted by the network's operators.
 
 Part of contracts/. Genesis names the operators; an operator admits issuers, investors, cash
-agents and regulators with a hash of their off-ledger KYC record.
+agents and regulators with a hash of their off-ledger KYC record, suspends and reinstates them,
+and (with a regulator's co-signature) re-binds a participant's account to a new key.
 """
 
 from __future__ import annotations
@@ -9,17 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.base import ADDRESS, BOOL, HASH32, TEXT, Context, MethodTable, list_of, one_of
-from ledger.keys import is_address
+from contracts.base import ADDRESS, BOOL, BYTES32, HASH32, TEXT, Context, MethodTable, list_of, one_of
+from ledger import auth
+from ledger.keys import address_of, is_address
 from ledger.reasons import ContractError, Reason
-from ledger.state import state_key
+from ledger.state import prefix_of, state_key
 
 NAME = "participants"
 METHODS = MethodTable()
 
 ROLES = ("issuer", "investor", "cash_agent", "regulator")
+ISSUER = "issuer"
+INVESTOR = "investor"
+REGULATOR = "regulator"
 ACTIVE = "active"
 SUSPENDED = "suspended"
+MAX_RECOVERIES_LISTED = 1000
+
+# Every legal change of a participant's status; a pair not here is refused with INVALID_STATE.
+STATUS_TRANSITIONS: dict[tuple[str, str], str] = {
+    (ACTIVE, "suspend"): SUSPENDED,
+    (SUSPENDED, "reinstate"): ACTIVE,
+}
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,30 @@ def require_active(ctx: Context, address: str, role: str | None = None,
     return found
 
 
+def require_eligible(ctx: Context, address: str, reason: Reason) -> Participant:
+    """A participant that may send or receive assets now.
+
+    `reason` (SENDER_NOT_ELIGIBLE or RECEIVER_NOT_ELIGIBLE) if it was never admitted;
+    PARTICIPANT_SUSPENDED if it is suspended, whichever side it is on (the detail says which).
+    """
+    found = get(ctx, address)
+    side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
+    if found is None:
+        raise ContractError(reason, f"{side} {address} is not an admitted participant")
+    if not found.active:
+        raise ContractError(Reason.PARTICIPANT_SUSPENDED, f"{side} {address} is suspended")
+    return found
+
+
+def require_role_signer(ctx: Context, role: str) -> str:
+    """The first signer that is an active participant with the role; else UNAUTHORIZED."""
+    for signer in ctx.signers:
+        found = get(ctx, signer)
+        if found is not None and found.active and found.has_role(role):
+            return signer
+    raise ContractError(Reason.UNAUTHORIZED, f"an active {role} must sign")
+
+
 def _roles(roles: list[str]) -> tuple[str, ...]:
     if not roles or len(set(roles)) != len(roles):
         raise ContractError(Reason.BAD_ARGUMENTS, "roles must be a non-empty list without repeats")
@@ -120,5 +156,162 @@ def admit(ctx: Context, address: str, name: str, roles: list[str], kyc_hash: byt
     operator = require_operator(ctx)
     if get(ctx, address) is not None:
         raise ContractError(Reason.ALREADY_EXISTS, f"{address} is already a participant")
+    if ctx.exists(key_taken_key(address)):
+        raise ContractError(Reason.ALREADY_EXISTS, f"the key of {address} was re-bound to another account")
     save(ctx, Participant(address, name, _roles(roles), ACTIVE, kyc_hash, qualified))
     ctx.emit("participant_admitted", address=address, roles=sorted(roles), by=operator)
+
+
+def _transition(ctx: Context, address: str, action: str) -> Participant:
+    found = get(ctx, address)
+    if found is None:
+        raise ContractError(Reason.NOT_FOUND, f"{address} is not a participant")
+    new_status = STATUS_TRANSITIONS.get((found.status, action))
+    if new_status is None:
+        raise ContractError(Reason.INVALID_STATE, f"cannot {action} a participant that is {found.status}")
+    updated = Participant(found.address, found.name, found.roles, new_status, found.kyc_hash, found.qualified)
+    save(ctx, updated)
+    return updated
+
+
+@METHODS.method(address=ADDRESS, reason=TEXT)
+def suspend(ctx: Context, address: str, reason: str) -> None:
+    """An operator suspends a participant: it keeps its holdings but can neither send nor receive."""
+    operator = require_operator(ctx)
+    _transition(ctx, address, "suspend")
+    ctx.emit("participant_suspended", address=address, reason=reason, by=operator)
+
+
+@METHODS.method(address=ADDRESS, reason=TEXT)
+def reinstate(ctx: Context, address: str, reason: str) -> None:
+    """An operator lifts a suspension."""
+    operator = require_operator(ctx)
+    _transition(ctx, address, "reinstate")
+    ctx.emit("participant_reinstated", address=address, reason=reason, by=operator)
+
+
+@METHODS.method(optional=("roles", "kyc_hash", "qualified"), address=ADDRESS,
+                roles=list_of(one_of(*ROLES), len(ROLES)), kyc_hash=HASH32, qualified=BOOL)
+def update(ctx: Context, address: str, roles: list[str] | None = None, kyc_hash: bytes | None = None,
+           qualified: bool | None = None) -> None:
+    """An operator changes roles, KYC hash or qualified-investor status (holdings never move)."""
+    operator = require_operator(ctx)
+    found = get(ctx, address)
+    if found is None:
+        raise ContractError(Reason.NOT_FOUND, f"{address} is not a participant")
+    updated = Participant(
+        address, found.name,
+        found.roles if roles is None else _roles(roles),
+        found.status,
+        found.kyc_hash if kyc_hash is None else kyc_hash,
+        found.qualified if qualified is None else qualified,
+    )
+    save(ctx, updated)
+    ctx.emit("participant_updated", address=address, roles=list(updated.roles), qualified=updated.qualified,
+             by=operator)
+
+
+# ---------------------------------------------------------------- lost-key recovery
+
+
+def key_taken_key(address: str) -> bytes:
+    return state_key("key_taken", address)
+
+
+def recovery_key(address: str, sequence: int) -> bytes:
+    return state_key("recovery", address, sequence)
+
+
+def recovery_count_key(address: str) -> bytes:
+    return state_key("recovery_count", address)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One re-binding of an account to a new key, kept forever in the state."""
+
+    address: str
+    sequence: int
+    old_key: bytes | None  # None: the account still used the key it was derived from
+    new_key: bytes
+    operator: str
+    regulator: str
+    reason: str
+    height: int
+    time_ms: int
+
+
+def recoveries(ctx: Context, address: str) -> list[Recovery]:
+    """Every recovery of an account, oldest first."""
+    out = []
+    for _, raw in ctx.scan(prefix_of("recovery", address), MAX_RECOVERIES_LISTED):
+        out.append(Recovery(address, raw["sequence"], raw["old_key"], raw["new_key"], raw["operator"],
+                            raw["regulator"], raw["reason"], raw["height"], raw["time_ms"]))
+    return out
+
+
+def _key_in_use(ctx: Context, address: str, new_key: bytes) -> str | None:
+    """Why new_key may not take over `address`, or None if it may."""
+    if ctx.state.get(auth.key_binding_key(new_key)) is not None:
+        return "the new key is already bound to an account"
+    own = address_of(new_key)
+    if own == address:
+        return None  # giving the account back the key it was derived from
+    if get(ctx, own) is not None or is_operator(ctx, own):
+        return "the new key already controls another participant"
+    if next(ctx.scan(prefix_of("holding", own), 1), None) is not None:
+        return "the new key's own account holds assets"
+    return None
+
+
+def bind_key(ctx: Context, address: str, new_key: bytes) -> None:
+    """Write the auth bindings ledger/auth.py reads: new_key signs for address, any older key is refused.
+
+    The values are raw bytes, not codec-encoded, because auth.resolve_signer reads them raw.
+    """
+    ctx.state.put(auth.account_key_key(address), new_key)
+    ctx.state.put(auth.key_binding_key(new_key), address.encode("ascii"))
+    own = address_of(new_key)
+    if own != address:
+        # The key's own address can never sign for itself now; admit refuses it.
+        ctx.put(key_taken_key(own), address)
+
+
+@METHODS.method(address=ADDRESS, new_public_key=BYTES32, reason=TEXT)
+def recover_key(ctx: Context, address: str, new_public_key: bytes, reason: str) -> None:
+    """An operator, co-signed by a regulator, re-binds a participant's account to a new key.
+
+    The holdings stay at the same address; from this block the old key is refused (KEY_REVOKED)
+    and the new key signs for the address. Each recovery is recorded and emitted.
+    """
+    operator = require_operator(ctx)
+    regulator = _co_signing_regulator(ctx, operator)
+    if get(ctx, address) is None:
+        raise ContractError(Reason.NOT_FOUND, f"{address} is not a participant")
+    if not reason:
+        raise ContractError(Reason.BAD_ARGUMENTS, "a recovery states its reason")
+    old_key = auth.current_key(ctx.state, address)
+    if old_key == new_public_key:
+        raise ContractError(Reason.INVALID_STATE, "the account already uses this key")
+    problem = _key_in_use(ctx, address, new_public_key)
+    if problem is not None:
+        raise ContractError(Reason.ALREADY_EXISTS, problem)
+    bind_key(ctx, address, new_public_key)
+    sequence = (ctx.get(recovery_count_key(address)) or 0) + 1
+    ctx.put(recovery_count_key(address), sequence)
+    ctx.put(recovery_key(address, sequence), {
+        "sequence": sequence, "old_key": old_key, "new_key": new_public_key, "operator": operator,
+        "regulator": regulator, "reason": reason, "height": ctx.block.height, "time_ms": ctx.block.time_ms,
+    })
+    ctx.touch(address)
+    ctx.emit("key_recovered", address=address, sequence=sequence, new_key=new_public_key, by=operator,
+             regulator=regulator, reason=reason)
+
+
+def _co_signing_regulator(ctx: Context, operator: str) -> str:
+    """A regulator that signed besides the operator: one party alone cannot take an account."""
+    for signer in ctx.signers:
+        found = get(ctx, signer)
+        if signer != operator and found is not None and found.active and found.has_role(REGULATOR):
+            return signer
+    raise ContractError(Reason.SIGNATURE_REQUIRED, "a regulator other than the operator must co-sign")

@@ -1,0 +1,189 @@
+"""Compliance controls: freezes of accounts or parts of balances, forced transfers, pauses.
+
+Part of contracts/. Every control is a signed transaction of an active regulator, so its author
+is in the history; cash, securities and settlement ask is_frozen/check_spendable before moving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from contracts import balances, participants, securities, settlement
+from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable
+from ledger.reasons import ContractError, Reason
+from ledger.state import prefix_of, state_key
+
+NAME = "compliance"
+METHODS = MethodTable()
+WHOLE_ACCOUNT = "*"  # the scope of a freeze of every asset; never an asset id (those are alphanumeric)
+MAX_FREEZES_LISTED = 1000
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """A regulator's freeze of one account.
+
+    asset None: every asset of the account, free and locked, in and out.
+    amount None: the whole balance of `asset`, in and out. Otherwise a partial freeze: `amount`
+    units of the FREE balance cannot leave (spendable = max(0, free - amount)); receiving is allowed
+    and incoming units fill the frozen part first.
+    """
+
+    account: str
+    asset: str | None
+    amount: int | None
+    reason: str
+    by: str
+    height: int
+
+
+def freeze_key(account: str, scope: str) -> bytes:
+    return state_key("freeze", account, scope)
+
+
+def get_freeze(ctx: Context, account: str, asset: str | None) -> Freeze | None:
+    raw = ctx.get(freeze_key(account, asset or WHOLE_ACCOUNT))
+    if raw is None:
+        return None
+    return Freeze(account, asset, raw["amount"], raw["reason"], raw["by"], raw["height"])
+
+
+def freezes(ctx: Context, account: str) -> list[Freeze]:
+    """Every freeze on an account, the whole-account one first."""
+    out = []
+    for key, raw in ctx.scan(prefix_of("freeze", account), MAX_FREEZES_LISTED):
+        scope = key.rsplit(b"\x1f", 1)[1].decode("ascii")
+        asset = None if scope == WHOLE_ACCOUNT else scope
+        out.append(Freeze(account, asset, raw["amount"], raw["reason"], raw["by"], raw["height"]))
+    return out
+
+
+def is_frozen(ctx: Context, account: str, asset: str) -> bool:
+    """True if nothing of `asset` may enter or leave the account (a whole-account or whole-asset freeze)."""
+    if ctx.exists(freeze_key(account, WHOLE_ACCOUNT)):
+        return True
+    found = get_freeze(ctx, account, asset)
+    return found is not None and found.amount is None
+
+
+def frozen_amount(ctx: Context, account: str, asset: str) -> int:
+    """Units of the free balance that may not be spent under a partial freeze (0 if none)."""
+    found = get_freeze(ctx, account, asset)
+    return 0 if found is None or found.amount is None else found.amount
+
+
+def check_not_frozen(ctx: Context, account: str, asset: str) -> None:
+    if is_frozen(ctx, account, asset):
+        raise ContractError(Reason.ACCOUNT_FROZEN, f"{account} is frozen for {asset}")
+
+
+def spendable(ctx: Context, account: str, asset: str) -> int:
+    """What of the free balance may leave the account now."""
+    if is_frozen(ctx, account, asset):
+        return 0
+    return max(0, balances.get(ctx, asset, account).free - frozen_amount(ctx, account, asset))
+
+
+def check_spendable(ctx: Context, account: str, asset: str, amount: int) -> None:
+    """Refuse to spend (move or lock) more of the free balance than a freeze leaves.
+
+    INSUFFICIENT_FREE_BALANCE if the free balance itself is short, ACCOUNT_FROZEN if the
+    shortfall is due to a freeze. The market and offerings call this before balances.lock.
+    """
+    check_not_frozen(ctx, account, asset)
+    free = balances.get(ctx, asset, account).free
+    if free < amount:
+        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {free} free {asset}, needs {amount}")
+    frozen = frozen_amount(ctx, account, asset)
+    if free - frozen < amount:
+        raise ContractError(Reason.ACCOUNT_FROZEN, f"{frozen} of the {free} free {asset} of {account} are frozen")
+
+
+# ---------------------------------------------------------------- methods
+
+
+@METHODS.method(optional=("asset", "amount"), account=ADDRESS, reason=TEXT, asset=ASSET_ID, amount=AMOUNT)
+def freeze(ctx: Context, account: str, reason: str, asset: str | None = None, amount: int | None = None) -> None:
+    """A regulator freezes an account, one asset of it, or `amount` units of one asset.
+
+    A freeze of the same scope replaces the previous one (that is how a partial freeze changes).
+    """
+    regulator = participants.require_role_signer(ctx, participants.REGULATOR)
+    if not reason:
+        raise ContractError(Reason.BAD_ARGUMENTS, "a freeze states its reason")
+    if amount is not None and asset is None:
+        raise ContractError(Reason.BAD_ARGUMENTS, "a partial freeze names its asset")
+    if participants.get(ctx, account) is None:
+        raise ContractError(Reason.NOT_FOUND, f"{account} is not a participant")
+    if asset is not None:
+        settlement.asset_kind(ctx, asset)
+    ctx.put(freeze_key(account, asset or WHOLE_ACCOUNT),
+            {"amount": amount, "reason": reason, "by": regulator, "height": ctx.block.height})
+    ctx.touch(account)
+    ctx.emit("account_frozen", account=account, asset=asset, amount=amount, reason=reason, by=regulator)
+
+
+@METHODS.method(optional=("asset",), account=ADDRESS, reason=TEXT, asset=ASSET_ID)
+def unfreeze(ctx: Context, account: str, reason: str, asset: str | None = None) -> None:
+    """A regulator lifts the freeze of exactly that scope (the whole account, or one asset)."""
+    regulator = participants.require_role_signer(ctx, participants.REGULATOR)
+    key = freeze_key(account, asset or WHOLE_ACCOUNT)
+    if not ctx.exists(key):
+        raise ContractError(Reason.NOT_FOUND, f"no freeze of {account} for {asset or 'the whole account'}")
+    ctx.delete(key)
+    ctx.touch(account)
+    ctx.emit("account_unfrozen", account=account, asset=asset, reason=reason, by=regulator)
+
+
+@METHODS.method(asset=ASSET_ID, source=ADDRESS, target=ADDRESS, quantity=AMOUNT, reason=TEXT)
+def forced_transfer(ctx: Context, asset: str, source: str, target: str, quantity: int, reason: str) -> None:
+    """A regulator moves free units from any account to an eligible one, with a stated reason.
+
+    It overrides the source's freeze, suspension, the asset's pause and lock-up; the target must
+    still be able to hold the asset. The moved units come out of a partial freeze first.
+    """
+    regulator = participants.require_role_signer(ctx, participants.REGULATOR)
+    if not reason:
+        raise ContractError(Reason.BAD_ARGUMENTS, "a forced transfer states its reason")
+    if source == target:
+        raise ContractError(Reason.SELF_TRANSFER, "source and target are the same account")
+    kind = settlement.asset_kind(ctx, asset)
+    if kind == settlement.SECURITY:
+        instrument = securities.require_instrument(ctx, asset)
+        empties_source = balances.get(ctx, asset, source).total == quantity
+        securities.check_receiver(ctx, instrument, target, freed_slots=1 if empties_source else 0)
+    else:
+        participants.require_eligible(ctx, target, Reason.RECEIVER_NOT_ELIGIBLE)
+        check_not_frozen(ctx, target, asset)
+    balances.move(ctx, asset, source, target, quantity)
+    partial = get_freeze(ctx, source, asset)
+    if partial is not None and partial.amount is not None:
+        left = partial.amount - quantity
+        if left > 0:
+            ctx.put(freeze_key(source, asset), {"amount": left, "reason": partial.reason, "by": partial.by,
+                                                "height": partial.height})
+        else:
+            ctx.delete(freeze_key(source, asset))
+    ctx.emit("forced_transfer", asset=asset, source=source, target=target, quantity=quantity, reason=reason,
+             by=regulator)
+
+
+def _set_paused(ctx: Context, isin: str, paused: bool, reason: str) -> None:
+    regulator = participants.require_role_signer(ctx, participants.REGULATOR)
+    instrument = securities.require_instrument(ctx, isin)
+    if instrument.paused == paused:
+        raise ContractError(Reason.INVALID_STATE, f"{isin} is already {'paused' if paused else 'trading'}")
+    securities.save_instrument(ctx, replace(instrument, paused=paused))
+    ctx.emit("security_paused" if paused else "security_resumed", isin=isin, reason=reason, by=regulator)
+
+
+@METHODS.method(isin=ASSET_ID, reason=TEXT)
+def pause(ctx: Context, isin: str, reason: str) -> None:
+    """A regulator halts every signed movement of a security (forced transfers still run)."""
+    _set_paused(ctx, isin, True, reason)
+
+
+@METHODS.method(isin=ASSET_ID, reason=TEXT)
+def resume(ctx: Context, isin: str, reason: str) -> None:
+    """A regulator lets a paused security move again."""
+    _set_paused(ctx, isin, False, reason)

@@ -1,0 +1,129 @@
+"""Settlement: delivery-versus-payment and multi-leg batches, all legs or none.
+
+Part of contracts/. settle_legs is the one way several movements happen atomically: the DvP and
+batch methods here use it, and so do the market (trades) and offerings (allocations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import cash, securities
+from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable, list_of, map_of
+from ledger.reasons import ContractError, Reason
+from ledger.state import Overlay
+
+NAME = "settlement"
+METHODS = MethodTable()
+CASH = "cash"
+SECURITY = "security"
+MAX_BATCH_LEGS = 64  # legs in one signed batch transaction
+MAX_SETTLEMENT_LEGS = 10_000  # legs in one settle_legs call by another contract
+DELIVERY_LEG = 0  # in a DvP, leg 0 delivers the security, leg 1 pays for it
+PAYMENT_LEG = 1
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One movement of a settlement: `quantity` of `asset` from source to target.
+
+    from_locked takes it from the source's locked part (an order or subscription settling).
+    """
+
+    asset: str
+    source: str
+    target: str
+    quantity: int
+    from_locked: bool = False
+
+
+def asset_kind(ctx: Context, asset: str) -> str:
+    """CASH for a registered currency, SECURITY for a registered instrument, else UNKNOWN_ASSET."""
+    if cash.get_currency(ctx, asset) is not None:
+        return CASH
+    if securities.get_instrument(ctx, asset) is not None:
+        return SECURITY
+    raise ContractError(Reason.UNKNOWN_ASSET, f"no asset {asset}")
+
+
+@contextmanager
+def atomic(ctx: Context) -> Iterator[Context]:
+    """A child context whose writes reach ctx only if the block completes without an error.
+
+    Lets a caller that catches a ContractError (a matching engine skipping one trade) go on with
+    the state exactly as before the failed attempt.
+    """
+    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    yield child
+    child.state.merge_into(ctx.state)
+    ctx.events.extend(child.events)
+    ctx.event_subjects.extend(child.event_subjects)
+    ctx.touched.extend(child.touched)
+
+
+def _apply(ctx: Context, leg: Leg) -> None:
+    if asset_kind(ctx, leg.asset) == CASH:
+        cash.transfer_checked(ctx, leg.asset, leg.source, leg.target, leg.quantity, from_locked=leg.from_locked)
+    else:
+        securities.transfer_checked(ctx, leg.asset, leg.source, leg.target, leg.quantity,
+                                    from_locked=leg.from_locked)
+
+
+def settle_legs(ctx: Context, legs: list[Leg]) -> None:
+    """Apply every leg in order, each under its asset's rules, or none of them.
+
+    Each leg sees the effect of the legs before it (a party may pass on what an earlier leg
+    gave it). On failure the error keeps its reason code and its detail starts "leg <i>: ",
+    <i> being the 0-based position of the failing leg; nothing has moved.
+    """
+    if not legs:
+        raise ContractError(Reason.BAD_ARGUMENTS, "a settlement has at least one leg")
+    if len(legs) > MAX_SETTLEMENT_LEGS:
+        raise ContractError(Reason.LIMIT_EXCEEDED, f"at most {MAX_SETTLEMENT_LEGS} legs in one settlement")
+    with atomic(ctx) as child:
+        for position, leg in enumerate(legs):
+            try:
+                _apply(child, leg)
+            except ContractError as exc:
+                raise ContractError(exc.reason, f"leg {position}: {exc.detail}") from exc
+
+
+# ---------------------------------------------------------------- methods
+
+
+@METHODS.method(optional=("reference",), seller=ADDRESS, buyer=ADDRESS, isin=ASSET_ID, quantity=AMOUNT,
+                currency=ASSET_ID, amount=AMOUNT, reference=TEXT)
+def dvp(ctx: Context, seller: str, buyer: str, isin: str, quantity: int, currency: str, amount: int,
+        reference: str = "") -> None:
+    """Seller delivers `quantity` of a security, buyer pays `amount` of a currency; both sign this one
+    transaction. Leg 0 is the delivery, leg 1 the payment; both settle or neither."""
+    for role, party in (("seller", seller), ("buyer", buyer)):
+        if party not in ctx.signers:
+            raise ContractError(Reason.SIGNATURE_REQUIRED, f"the {role} {party} must sign")
+    if seller == buyer:
+        raise ContractError(Reason.SELF_TRANSFER, "seller and buyer are the same account")
+    if securities.get_instrument(ctx, isin) is None:
+        raise ContractError(Reason.UNKNOWN_ASSET, f"leg {DELIVERY_LEG}: {isin} is not a security")
+    if cash.get_currency(ctx, currency) is None:
+        raise ContractError(Reason.UNKNOWN_ASSET, f"leg {PAYMENT_LEG}: {currency} is not a currency")
+    settle_legs(ctx, [Leg(isin, seller, buyer, quantity), Leg(currency, buyer, seller, amount)])
+    ctx.emit("dvp_settled", seller=seller, buyer=buyer, isin=isin, quantity=quantity, currency=currency,
+             amount=amount, reference=reference)
+
+
+LEG_ARG = map_of({"asset": ASSET_ID, "source": ADDRESS, "target": ADDRESS, "quantity": AMOUNT})
+
+
+@METHODS.method(optional=("reference",), legs=list_of(LEG_ARG, MAX_BATCH_LEGS), reference=TEXT)
+def batch(ctx: Context, legs: list[dict[str, Any]], reference: str = "") -> None:
+    """Any number of legs across parties and assets, signed by every party that gives something."""
+    parsed = [Leg(leg["asset"], leg["source"], leg["target"], leg["quantity"]) for leg in legs]
+    for position, leg in enumerate(parsed):
+        if leg.source not in ctx.signers:
+            raise ContractError(Reason.SIGNATURE_REQUIRED, f"leg {position}: the giver {leg.source} must sign")
+    settle_legs(ctx, parsed)
+    ctx.emit("batch_settled", reference=reference,
+             legs=[[leg.asset, leg.source, leg.target, leg.quantity] for leg in parsed])
