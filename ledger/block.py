@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ledger import codec
@@ -50,6 +51,11 @@ class Receipt:
 
     def to_wire(self) -> list[Any]:
         return [self.tx_id, str(self.reason), self.detail, [e.to_wire() for e in self.events]]
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """Canonical bytes, computed once: the results root and the stored block both need them."""
+        return codec.encode(self.to_wire())
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "Receipt":
@@ -107,14 +113,13 @@ class Block:
         return self.header.hash()
 
     def encode(self) -> bytes:
-        return codec.encode(
-            [
-                self.header.to_wire(),
-                list(self.txs),
-                [r.to_wire() for r in self.receipts],
-                [e.to_wire() for e in self.system_events],
-            ]
-        )
+        """Canonical [header, txs, receipts, system events], assembled from encoded parts."""
+        return codec.encode_array([
+            codec.encode(self.header.to_wire()),
+            codec.encode(list(self.txs)),
+            codec.encode_array([r.encoded for r in self.receipts]),
+            codec.encode([e.to_wire() for e in self.system_events]),
+        ])
 
     @classmethod
     def decode(cls, data: bytes) -> "Block":
@@ -128,6 +133,6 @@ class Block:
 
 
 def results_root(receipts: tuple[Receipt, ...] | list[Receipt], system_events: list[Event] | tuple[Event, ...]) -> bytes:
-    leaves = [codec.encode(r.to_wire()) for r in receipts]
+    leaves = [r.encoded for r in receipts]
     leaves.append(codec.encode([e.to_wire() for e in system_events]))
     return merkle_root(leaves)

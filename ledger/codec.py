@@ -2,7 +2,7 @@
 
 Part of ledger/. Records are msgpack arrays in a fixed field order; maps (contract arguments)
 have string keys in sorted order. Decoding rejects anything that does not re-encode to the
-same bytes, so one value has exactly one encoding and one hash.
+same bytes, so one value has exactly one encoding and one hash. docs/PROTOCOL.md specifies it.
 """
 
 from __future__ import annotations
@@ -11,42 +11,107 @@ from typing import Any
 
 import msgpack
 
-MAX_DEPTH = 16
+MAX_DEPTH = 16  # arrays and maps nest at most this many levels (the outermost is level 1)
 MAX_CONTAINER_ITEMS = 10_000
 MAX_INT = 2**64 - 1
 MIN_INT = -(2**63)
 
+# Exact types msgpack packs canonically as they are (ints are range-checked by the packer).
+_LEAF_TYPES = frozenset({type(None), bool, int, str, bytes})
+# One packer for the process: msgpack.packb builds a new one per call, which costs more than
+# packing a small record. Sharing is safe: pack() runs in C under the GIL and calls no Python
+# code (no `default` hook), and it resets its buffer after every call, even a failed one.
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+
 
 class CodecError(ValueError):
-    """Bytes that are not a canonical encoding of an allowed value."""
+    """Bytes that are not a canonical encoding of an allowed value (or a value we cannot encode)."""
+
+
+class NonCanonical(CodecError):
+    """Valid msgpack of allowed values, but not in its one canonical byte form."""
 
 
 def _canonical(value: Any, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise CodecError("nested too deeply")
+    """A copy of value with every map rebuilt in sorted key order (the slow, general path)."""
     if value is None or isinstance(value, (bool, str, bytes)):
         return value
     if isinstance(value, int):
         if not MIN_INT <= value <= MAX_INT:
             raise CodecError("integer out of range")
         return value
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise CodecError("nested too deeply")
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_CONTAINER_ITEMS:
             raise CodecError("too many items")
-        return [_canonical(item, depth + 1) for item in value]
+        leaves = _LEAF_TYPES
+        return [item if type(item) in leaves else _canonical(item, depth + 1) for item in value]
     if isinstance(value, dict):
         if len(value) > MAX_CONTAINER_ITEMS:
             raise CodecError("too many items")
         for key in value:
             if not isinstance(key, str):
                 raise CodecError("map keys must be strings")
-        return {key: _canonical(value[key], depth + 1) for key in sorted(value)}
+        return {key: _canonical(value[key], depth + 1) for key in sorted(value)}  # sorted: canonical
     raise CodecError(f"type {type(value).__name__} cannot be encoded (no floats, no extensions)")
+
+
+def _normal(value: Any, depth: int) -> Any:
+    """value itself if msgpack may pack it as it is, else a copy with its maps sorted.
+
+    Raises CodecError for anything that can never be encoded. This is the hot path of every
+    state read and write, so it checks exact types first and copies only what must change.
+    """
+    kind = type(value)
+    if kind in _LEAF_TYPES:
+        return value
+    if kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nested too deeply")
+        if len(value) > MAX_CONTAINER_ITEMS:
+            raise CodecError("too many items")
+        copy = None
+        for index, item in enumerate(value):
+            if type(item) in _LEAF_TYPES:
+                continue
+            normal = _normal(item, depth + 1)
+            if normal is not item:
+                if copy is None:
+                    copy = list(value)
+                copy[index] = normal
+        return value if copy is None else copy
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nested too deeply")
+        if len(value) > MAX_CONTAINER_ITEMS:
+            raise CodecError("too many items")
+        keys = list(value)
+        for key in keys:
+            if type(key) is not str:
+                raise CodecError("map keys must be strings")
+        ordered = sorted(keys)
+        normals = [_normal(value[key], depth + 1) for key in ordered]
+        if keys == ordered and all(normal is value[key] for key, normal in zip(ordered, normals)):
+            return value
+        return dict(zip(ordered, normals))
+    return _canonical(value, depth)  # subclasses (StrEnum, OrderedDict) or a refused type
 
 
 def encode(value: Any) -> bytes:
     """The canonical bytes of a value built from None, bool, int, str, bytes, list and dict."""
-    return msgpack.packb(_canonical(value, 0), use_bin_type=True)
+    value = _normal(value, 0)
+    try:
+        return _PACKER.pack(value)
+    except OverflowError as exc:
+        raise CodecError("integer out of range") from exc
+
+
+def encode_array(encoded_items: list[bytes]) -> bytes:
+    """The canonical array of items already encoded: equal to encode(list of the items)."""
+    if len(encoded_items) > MAX_CONTAINER_ITEMS:
+        raise CodecError("too many items")
+    return _PACKER.pack_array_header(len(encoded_items)) + b"".join(encoded_items)
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -58,23 +123,16 @@ def decode(data: bytes, *, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise CodecError(f"encoding is {len(data)} bytes, limit {max_bytes}")
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_reject_ext,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=MAX_CONTAINER_ITEMS,
-            max_map_len=MAX_CONTAINER_ITEMS,
-        )
+        # Defaults: str as str, arrays as lists, map keys str or bytes, and every length
+        # limited by len(data) (already <= max_bytes); the item limit is checked below.
+        value = msgpack.unpackb(data, ext_hook=_reject_ext)
     except CodecError:
         raise
     except msgpack.ExtraData as exc:
         raise CodecError("trailing bytes after the value") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CodecError(f"not valid msgpack: {exc}") from exc
-    if encode(value) != data:
-        raise CodecError("not the canonical encoding")
+    # Decoded maps keep their wire order, so an unsorted map shows up here as "not as is".
+    if _normal(value, 0) is not value or _PACKER.pack(value) != data:
+        raise NonCanonical("not the canonical encoding")
     return value

@@ -23,7 +23,7 @@ from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Event, Receipt, 
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
-from ledger.state import Overlay
+from ledger.state import Overlay, ReadCache
 from ledger.store import (
     HISTORY_SYSTEM,
     HISTORY_TX,
@@ -111,6 +111,7 @@ class Executor:
         self.verify_signatures = verify_signatures
         self.verified_cache = verified_cache
         self.sync = sync
+        self._reads = ReadCache(store.state)
 
     # ------------------------------------------------------------ genesis
 
@@ -153,11 +154,11 @@ class Executor:
             # Not a batch (consensus never makes one): advance past it identically on every node.
             moved = AppliedPosition(raft_index, raft_term, position.height, position.block_hash,
                                     position.state_hash, position.time_ms)
-            self.store.commit({}, None, {}, moved, sync=self.sync)
+            self._commit({}, None, {}, moved)
             return None
         height = position.height + 1
         bctx = BlockContext(self.genesis.chain_id, height, max(batch.proposed_time_ms, position.time_ms))
-        block_overlay = Overlay(self.store.state)
+        block_overlay = Overlay(self._reads)
         system_ctx = self._begin_block(block_overlay, bctx)
         accepted, dropped = self._admit(batch.txs, bctx)
         receipts: list[Receipt] = []
@@ -181,8 +182,17 @@ class Executor:
                 index[history_key(subject, HistoryEntry(height, HISTORY_TX, i))] = b""
         self._index_system(index, height, system_ctx)
         new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
-        self.store.commit(block_overlay.writes, block, index, new_position, sync=self.sync)
+        self._commit(block_overlay.writes, block, index, new_position)
         return AppliedBlock(block, tuple(dropped))
+
+    def _commit(self, writes: dict[bytes, bytes | None], block: Block | None, index: dict[bytes, bytes],
+                position: AppliedPosition) -> None:
+        try:
+            self.store.commit(writes, block, index, position, sync=self.sync)
+        except BaseException:
+            self._reads.clear()  # we no longer know what the store holds
+            raise
+        self._reads.committed(writes)
 
     def _begin_block(self, block_overlay: Overlay, bctx: BlockContext) -> Context:
         """Scheduled work of every contract, before the block's transactions, in registry order."""

@@ -7,6 +7,7 @@ key; its text form carries a 4-byte checksum so a mistyped address is rejected, 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ ADDRESS_TEXT_CHARS = len(ADDRESS_PREFIX) + 39
 _ADDRESS_DOMAIN = b"keiretsu/address/v1\x00"
 _CHECKSUM_DOMAIN = b"keiretsu/address-checksum/v1\x00"
 _CHECKSUM_BYTES = 4
+# Addresses recur in every block (the same accounts trade all day): remember recent ones.
+ADDRESS_CACHE_ENTRIES = 65_536
 
 
 class AddressError(ValueError):
@@ -48,6 +51,7 @@ def address_text(raw: bytes) -> str:
     return ADDRESS_PREFIX + body
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_ENTRIES)
 def parse_address(text: str) -> bytes:
     """The 20 address bytes of a printable address; AddressError if malformed or mistyped."""
     if not isinstance(text, str) or len(text) != ADDRESS_TEXT_CHARS:
@@ -75,6 +79,7 @@ def is_address(text: object) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_ENTRIES)
 def address_of(public_key: bytes) -> str:
     """The account address a public key controls by default."""
     return address_text(address_bytes(public_key))

@@ -7,29 +7,56 @@ a failing transaction's overlay is dropped alone, a passing one merges into the 
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator
 from typing import Protocol
 
 KEY_SEPARATOR = b"\x1f"
 MAX_KEY_PART_CHARS = 128
+# Contracts compose the same few keys (a balance, a participant) over and over.
+KEY_CACHE_ENTRIES = 65_536
 
 
 def state_key(*parts: str | bytes | int) -> bytes:
     """Compose a key from parts; ints are 8-byte big-endian so they sort numerically."""
+    try:
+        return _cached_key(*parts)
+    except TypeError:
+        # An unhashable part (a bytearray) cannot be cached; a bool is refused either way.
+        return _compose_key(*parts)
+
+
+def _compose_key(*parts: str | bytes | int) -> bytes:
     out = []
     for part in parts:
-        if isinstance(part, bool):
-            raise TypeError("a key part is not a bool")
-        if isinstance(part, int):
-            out.append(part.to_bytes(8, "big", signed=False))
-        elif isinstance(part, str):
+        kind = type(part)
+        if kind is str:
             encoded = part.encode("utf-8")
-            if KEY_SEPARATOR in encoded or len(part) > MAX_KEY_PART_CHARS:
+            if len(part) > MAX_KEY_PART_CHARS or KEY_SEPARATOR in encoded:
                 raise ValueError(f"key part {part!r} is not allowed")
             out.append(encoded)
+        elif kind is bytes:
+            out.append(part)
+        elif kind is int:
+            out.append(part.to_bytes(8, "big", signed=False))
         else:
-            out.append(bytes(part))
+            out.append(_odd_part(part))
     return KEY_SEPARATOR.join(out)
+
+
+def _odd_part(part: object) -> bytes:
+    """Key parts of subclassed or other types (StrEnum, bytearray), kept off the hot path."""
+    if isinstance(part, bool):
+        raise TypeError("a key part is not a bool")
+    if isinstance(part, int):
+        return part.to_bytes(8, "big", signed=False)
+    if isinstance(part, str):
+        return _compose_key(str(part))
+    return bytes(part)  # type: ignore[call-overload]
+
+
+# typed=True keeps 1 and True apart (True is refused as a key part).
+_cached_key = functools.lru_cache(maxsize=KEY_CACHE_ENTRIES, typed=True)(_compose_key)
 
 
 def prefix_of(*parts: str | bytes | int) -> bytes:
@@ -45,6 +72,9 @@ class StateReader(Protocol):
         ...
 
 
+_UNSTAGED = object()
+
+
 class Overlay:
     """Staged writes over a parent reader; None marks a deletion."""
 
@@ -54,9 +84,10 @@ class Overlay:
         self._sorted: list[bytes] | None = None
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self.writes:
-            return self.writes[key]
-        return self.parent.get(key)
+        staged = self.writes.get(key, _UNSTAGED)
+        if staged is _UNSTAGED:
+            return self.parent.get(key)
+        return staged  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes) -> None:
         if key not in self.writes:
@@ -130,3 +161,39 @@ class MemoryState:
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         for key in sorted(k for k in self.items if k.startswith(prefix)):
             yield key, self.items[key]
+
+
+class ReadCache:
+    """Committed values the executor read recently, absent keys included; bounded.
+
+    Most reads of a block miss the overlays (a balance, a participant, a freeze flag that does
+    not exist) and a LevelDB lookup costs more than the contract logic around it. Only the
+    executor writes the store, so it keeps the cache current by passing each committed write
+    set to `committed`, and drops it whole if a commit fails.
+    """
+
+    def __init__(self, parent: StateReader, max_entries: int = 200_000) -> None:
+        self.parent = parent
+        self.max_entries = max_entries
+        self._values: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._values.get(key, _UNSTAGED)
+        if value is _UNSTAGED:
+            value = self.parent.get(key)
+            if len(self._values) >= self.max_entries:
+                self._values.clear()  # cheaper and simpler than LRU; a block refills what it needs
+            self._values[key] = value
+        return value  # type: ignore[return-value]
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.parent.iter_prefix(prefix)
+
+    def committed(self, writes: dict[bytes, bytes | None]) -> None:
+        """The store now holds these writes (None: deleted)."""
+        if len(self._values) + len(writes) > self.max_entries:
+            self._values.clear()
+        self._values.update(writes)
+
+    def clear(self) -> None:
+        self._values.clear()

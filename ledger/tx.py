@@ -138,9 +138,10 @@ def decode_signed(raw: bytes) -> SignedTx:
         raise TxRejected(Reason.TOO_LARGE, f"{len(raw)} bytes, limit {MAX_TX_BYTES}")
     try:
         wire = codec.decode(raw, max_bytes=MAX_TX_BYTES)
+    except codec.NonCanonical as exc:
+        raise TxRejected(Reason.NON_CANONICAL, str(exc)) from exc
     except codec.CodecError as exc:
-        reason = Reason.NON_CANONICAL if "canonical" in str(exc) else Reason.MALFORMED
-        raise TxRejected(reason, str(exc)) from exc
+        raise TxRejected(Reason.MALFORMED, str(exc)) from exc
     if not isinstance(wire, list) or len(wire) != 2 or not isinstance(wire[1], list):
         raise TxRejected(Reason.MALFORMED, "a signed transaction is [body, signatures]")
     body = _body_from_wire(wire[0])
@@ -149,7 +150,9 @@ def decode_signed(raw: bytes) -> SignedTx:
         raise TxRejected(Reason.MISSING_SIGNATURE, "one signature per signer is required")
     if not all(isinstance(sig, bytes) and len(sig) == SIGNATURE_BYTES for sig in signatures):
         raise TxRejected(Reason.MALFORMED, "a signature is 64 bytes")
-    body_bytes = codec.encode(wire[0])
+    # raw is canonical, so it is an array header, the body's canonical bytes, then the
+    # signatures array: slicing is cheaper than re-encoding the body.
+    body_bytes = raw[1:len(raw) - len(codec.encode(signatures))]
     return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
 
 

@@ -1,0 +1,134 @@
+"""The ledger benchmark: pre-signed cash transfers applied in batches on a temporary store.
+
+Part of ledger/. `keiretsu bench ledger` and `python -m ledger.bench` run it; it measures the
+executor alone (decode, replay checks, signatures, contracts, one synced write per batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from contracts.registry import default_registry
+from ledger.executor import Executor
+from ledger.sandbox import SANDBOX_CURRENCY, Sandbox, make_sandbox
+from ledger.store import LedgerStore
+
+DEFAULT_TRANSFERS = 20_000
+DEFAULT_BATCH_SIZE = 1_000
+DEFAULT_ACCOUNTS = 1_000
+DEFAULT_RUNS = 3
+MAX_BENCH_TRANSFERS = 1_000_000
+MAX_BENCH_RUNS = 20
+OPENING_BALANCE_MINOR = 10**12
+_SIGNED_CACHE: dict[tuple[int, int, int], tuple[Sandbox, list[bytes], list[bytes]]] = {}
+
+
+def _mint_batches(sandbox: Sandbox, batch_size: int) -> list[bytes]:
+    mints = [
+        sandbox.call(sandbox.agent, "cash", "mint",
+                     {"currency": SANDBOX_CURRENCY, "to": holder.address, "amount": OPENING_BALANCE_MINOR,
+                      "deposit_ref": f"opening {i}"}, nonce=i)
+        for i, holder in enumerate(sandbox.holders)
+    ]
+    return [sandbox.batch(mints[i:i + batch_size]) for i in range(0, len(mints), batch_size)]
+
+
+def _transfer_batches(sandbox: Sandbox, transfers: int, batch_size: int) -> list[bytes]:
+    """Transfers between many accounts; receivers are spread so no account dominates."""
+    holders = sandbox.holders
+    count = len(holders)
+    txs = []
+    for n in range(transfers):
+        source = holders[n % count]
+        target = holders[(n * 7 + 1 + n // count) % count]
+        if target is source:
+            target = holders[(n + 1) % count]
+        txs.append(sandbox.call(source, "cash", "transfer",
+                                {"currency": SANDBOX_CURRENCY, "to": target.address, "amount": 1 + n % 97},
+                                nonce=n).raw)
+    return [sandbox.batch(txs[i:i + batch_size]) for i in range(0, len(txs), batch_size)]
+
+
+def prepare(transfers: int, batch_size: int, accounts: int) -> tuple[Sandbox, list[bytes], list[bytes]]:
+    """The network and its signed batches, built once per shape (signing is not what we time)."""
+    shape = (transfers, batch_size, accounts)
+    if shape not in _SIGNED_CACHE:
+        sandbox = make_sandbox(accounts, label="bench")
+        _SIGNED_CACHE.clear()
+        _SIGNED_CACHE[shape] = (sandbox, _mint_batches(sandbox, batch_size),
+                                _transfer_batches(sandbox, transfers, batch_size))
+    return _SIGNED_CACHE[shape]
+
+
+def _one_run(sandbox: Sandbox, mints: list[bytes], batches: list[bytes], verify: bool, sync: bool) -> float:
+    """Seconds spent applying the transfer batches on a fresh store."""
+    with tempfile.TemporaryDirectory(prefix="keiretsu-bench-") as data_dir:
+        store = LedgerStore(data_dir)
+        try:
+            executor = Executor(store, default_registry(), sandbox.genesis, verify_signatures=verify, sync=sync)
+            executor.init_genesis()
+            raft_index = 0
+            for batch in mints:
+                raft_index += 1
+                executor.apply(batch, raft_index, 1)
+            started = time.perf_counter()
+            for batch in batches:
+                raft_index += 1
+                applied = executor.apply(batch, raft_index, 1)
+                if applied is None or applied.dropped or not all(r.valid for r in applied.block.receipts):
+                    raise RuntimeError("a benchmark transfer failed: the benchmark is broken")
+            return time.perf_counter() - started
+        finally:
+            store.close()
+
+
+def run_ledger_bench(transfers: int = DEFAULT_TRANSFERS, batch_size: int = DEFAULT_BATCH_SIZE,
+                     verify: bool = False, *, accounts: int = DEFAULT_ACCOUNTS, runs: int = DEFAULT_RUNS,
+                     sync: bool = True) -> dict[str, Any]:
+    """Median transfers/s applied over `runs` fresh stores; every block is committed (synced)."""
+    if not 0 < transfers <= MAX_BENCH_TRANSFERS or not 0 < runs <= MAX_BENCH_RUNS:
+        raise ValueError(f"transfers 1..{MAX_BENCH_TRANSFERS}, runs 1..{MAX_BENCH_RUNS}")
+    sandbox, mints, batches = prepare(transfers, batch_size, accounts)
+    seconds = [_one_run(sandbox, mints, batches, verify, sync) for _ in range(runs)]
+    median_s = statistics.median(seconds)
+    return {
+        "transfers": transfers,
+        "batch_size": batch_size,
+        "accounts": accounts,
+        "verify_signatures": verify,
+        "synced_commits": sync,
+        "runs": runs,
+        "seconds": [round(s, 4) for s in seconds],
+        "median_seconds": round(median_s, 4),
+        "transfers_per_s": int(transfers / median_s),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keiretsu bench ledger", description=__doc__.splitlines()[0])
+    parser.add_argument("--transfers", type=int, default=DEFAULT_TRANSFERS)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--accounts", type=int, default=DEFAULT_ACCOUNTS)
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS)
+    parser.add_argument("--json", action="store_true", help="print one JSON object per mode")
+    args = parser.parse_args(argv)
+    for verify in (False, True):
+        result = run_ledger_bench(args.transfers, args.batch_size, verify, accounts=args.accounts, runs=args.runs)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            label = "with signature checks   " if verify else "without signature checks"
+            print(f"{label}: {result['transfers_per_s']:>8,} transfers/s "
+                  f"(median of {result['runs']} runs, {result['transfers']:,} transfers, "
+                  f"batches of {result['batch_size']:,}, {result['accounts']:,} accounts)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
