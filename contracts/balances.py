@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from contracts import entitlements
 from contracts.base import MAX_AMOUNT, Context
 from ledger.reasons import ContractError, Reason, require
 from ledger.state import prefix_of, state_key
@@ -63,6 +64,8 @@ def holder_count(ctx: Context, asset: str) -> int:
 def _set(ctx: Context, asset: str, account: str, new: Balance) -> None:
     require(new.free >= 0 and new.locked >= 0, f"negative balance of {asset} at {account}")
     old = get(ctx, asset, account)
+    # Record-time entitlements and conversion holds (contracts/entitlements.py, docs/LIFECYCLE.md).
+    entitlements.before_change(ctx, asset, account, old.total)
     if new.total == 0:
         ctx.delete(balance_key(asset, account))
         ctx.delete(holding_key(account, asset))

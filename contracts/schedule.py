@@ -1,0 +1,110 @@
+"""The deterministic schedule: work a contract must do at a block time, without a transaction.
+
+Part of contracts/. Items are keyed by (owner, due time, sequence) in the state, so every node
+finds them in the same order; the owner's begin_block runs the due ones within a work budget,
+and an item whose work is not finished stays at the head and continues in the next block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.base import Context
+from ledger.reasons import ContractError
+from ledger.state import Overlay, prefix_of, state_key
+
+MAX_DUE_ITEMS_PER_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class DueItem:
+    owner: str
+    due_ms: int
+    seq: int
+    kind: str
+    ref: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a handler did with an item this block: `done`, and the work units it spent."""
+
+    done: bool
+    work: int
+
+
+Handler = Callable[[Context, DueItem, int], Progress]
+
+
+def _item_key(owner: str, due_ms: int, seq: int) -> bytes:
+    return state_key("sched", owner, due_ms, seq)
+
+
+def _seq_key(owner: str) -> bytes:
+    return state_key("sched_seq", owner)
+
+
+def add(ctx: Context, owner: str, due_ms: int, kind: str, ref: int) -> DueItem:
+    """Schedule `kind` for object `ref`; same-time items run in the order they were added."""
+    seq = (ctx.get(_seq_key(owner)) or 0) + 1
+    ctx.put(_seq_key(owner), seq)
+    ctx.put(_item_key(owner, due_ms, seq), [kind, ref])
+    return DueItem(owner, due_ms, seq, kind, ref)
+
+
+def remove(ctx: Context, item: DueItem) -> None:
+    ctx.delete(_item_key(item.owner, item.due_ms, item.seq))
+
+
+def pending(ctx: Context, owner: str, limit: int) -> list[DueItem]:
+    """The owner's first `limit` items, earliest first (due or not)."""
+    prefix = prefix_of("sched", owner)
+    out = []
+    for key, value in ctx.scan(prefix, limit):
+        rest = key[len(prefix):]
+        due_ms = int.from_bytes(rest[:8], "big")
+        seq = int.from_bytes(rest[9:17], "big")
+        out.append(DueItem(owner, due_ms, seq, value[0], value[1]))
+    return out
+
+
+def next_due_ms(ctx: Any, owner: str) -> int | None:
+    """The earliest due time; an unfinished item keeps its (past) due time, so it reads as due now."""
+    head = pending(ctx, owner, 1)
+    return head[0].due_ms if head else None
+
+
+def run_due(ctx: Context, owner: str, handlers: dict[str, Handler], budget: int) -> None:
+    """Run due items in (time, sequence) order until the budget is spent or one is unfinished.
+
+    An unfinished item blocks the ones behind it, so an object's actions never overtake each
+    other (a split finishes before a later dividend's record snapshot opens).
+    """
+    for item in pending(ctx, owner, MAX_DUE_ITEMS_PER_BLOCK):
+        if item.due_ms > ctx.block.time_ms or budget <= 0:
+            return
+        progress = handlers[item.kind](ctx, item, budget)
+        budget -= max(1, progress.work)
+        if not progress.done:
+            return
+        remove(ctx, item)
+
+
+def isolated(ctx: Context, work: Callable[[Context], None]) -> ContractError | None:
+    """Run `work` on a child overlay: all of its changes and events, or none and the error.
+
+    Scheduled work must not raise out of begin_block (that would roll back every other item
+    of the block), so each piece of it succeeds or fails alone and the caller records why.
+    """
+    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    try:
+        work(child)
+    except ContractError as exc:
+        return exc
+    child.state.merge_into(ctx.state)
+    ctx.events.extend(child.events)
+    ctx.event_subjects.extend(child.event_subjects)
+    ctx.touched.extend(child.touched)
+    return None
