@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import plyvel
 
 from ledger import codec
-from ledger.block import GENESIS_PREV_HASH, Block
+from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader
 
 STORE_FORMAT_VERSION = 1
 STATE_PREFIX = b"s"
@@ -136,6 +137,17 @@ class LedgerStore:
     def block(self, height: int) -> Block | None:
         raw = self.db.get(height_key(height))
         return Block.decode(raw) if raw is not None else None
+
+    def block_header(self, height: int) -> BlockHeader | None:
+        """The header alone, without decoding the block's transactions and receipts."""
+        raw = self.db.get(height_key(height))
+        if raw is None:
+            return None
+        unpacker = msgpack.Unpacker(max_buffer_size=len(raw))
+        unpacker.feed(raw)
+        if unpacker.read_array_header() != 4:
+            raise StoreError(f"{self.path}: block {height} is damaged")
+        return BlockHeader.from_wire(unpacker.unpack())
 
     def block_bytes(self, height: int) -> bytes | None:
         return self.db.get(height_key(height))
