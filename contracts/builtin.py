@@ -6,7 +6,10 @@ modules that move them.
 
 from __future__ import annotations
 
-from contracts import cash, compliance, participants, securities, settlement
+from contracts import cash, compliance, corporate_actions, offerings, participants, queries, securities, settlement
+from contracts import market, negotiated  # the venue (docs/MARKET.md)
 
-# Others append theirs (market, offerings, corporate actions) after these: the movers come last.
-MODULES = [participants, cash, securities, compliance, settlement]
+# Modules that move assets by others' rules (market, offerings, corporate actions) go after
+# settlement; queries has no methods or hooks (it serves read-only QUERIES), so its place is free.
+MODULES = [participants, cash, securities, compliance, settlement, queries, offerings, corporate_actions]
+MODULES += [market, negotiated]

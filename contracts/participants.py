@@ -291,7 +291,8 @@ def recover_key(ctx: Context, address: str, new_public_key: bytes, reason: str) 
     if not reason:
         raise ContractError(Reason.BAD_ARGUMENTS, "a recovery states its reason")
     old_key = auth.current_key(ctx.state, address)
-    if old_key == new_public_key:
+    still_original = old_key is None and address_of(new_public_key) == address
+    if old_key == new_public_key or still_original:
         raise ContractError(Reason.INVALID_STATE, "the account already uses this key")
     problem = _key_in_use(ctx, address, new_public_key)
     if problem is not None:
