@@ -1,0 +1,410 @@
+"""The thin asyncio driver around the Raft core: a tick timer, the disk, the transport, the app.
+Every decision stays in consensus/raft.py; this module only does IO, in the order Raft demands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Protocol
+
+from consensus.errors import ProposalRefused, RefusalCode
+from consensus.messages import (
+    ConfChange, ConfState, Entry, EntryType, Message, MessageDecodeError, MessageType,
+    SnapshotChunk, SnapshotMeta, decode,
+)
+from consensus.raft import Raft, RaftConfig
+from consensus.ready import Ready, Role
+from consensus.snapshot_transfer import SnapshotSpool, chunk_stream
+from consensus.storage import LogStore
+
+log = logging.getLogger(__name__)
+
+RAFT_CHANNEL = "raft"
+MAX_INBOX_MESSAGES = 10_000  # beyond this, peer messages are dropped (Raft tolerates loss)
+MAX_PENDING_COMMANDS = 100_000  # proposals/reads waiting for the loop
+MAX_STEPS_PER_ROUND = 1_000  # inbox messages stepped before the next Ready is handled
+SNAPSHOT_SEND_RETRIES = 50
+SNAPSHOT_RETRY_DELAY_MS = 20
+
+
+class Transport(Protocol):
+    def send(self, peer_id: str, channel: str, payload: bytes) -> bool: ...
+
+
+class Application(Protocol):
+    def apply(self, entries: list[Entry]) -> None: ...
+
+    def applied_index(self) -> int: ...
+
+    def snapshot(self) -> tuple[int, int, Iterator[bytes]]: ...
+
+    def install_snapshot(self, index: int, term: int, chunks: Iterator[bytes]) -> None: ...
+
+
+class NotLeader(Exception):
+    def __init__(self, leader_hint: str, code: RefusalCode = RefusalCode.NOT_LEADER) -> None:
+        super().__init__(f"{code.name}; leader hint: {leader_hint or 'unknown'}")
+        self.leader_hint = leader_hint
+        self.code = code
+
+
+class ProposalLost(Exception):
+    """The entry was overwritten by a new leader: it was never committed; safe to resubmit."""
+
+
+class DriverStopped(Exception):
+    pass
+
+
+class Overloaded(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PeerProgress:
+    match: int
+    next: int
+    state: str
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    node_id: str
+    role: str
+    term: int
+    leader_id: str
+    commit_index: int
+    applied_index: int
+    progress: Mapping[str, PeerProgress] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    node_id: str
+    voters: tuple[str, ...]
+    snapshot_dir: Path  # where an incoming snapshot is spooled
+    learners: tuple[str, ...] = ()
+    tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    compact_after_entries: int = 10_000  # compact once this many applied entries are kept
+    compact_keep_entries: int = 1_000  # keep a tail so slow followers need no snapshot
+    seed: int | None = None  # election jitter seed; None draws one from the OS
+
+
+class RaftDriver:
+    def __init__(self, config: DriverConfig, store: LogStore, transport: Transport,
+                 app: Application) -> None:
+        self.config = config
+        self.store = store
+        self.transport = transport
+        self.app = app
+        self._spool = SnapshotSpool(config.snapshot_dir)
+        self._inbox: deque[Message] = deque()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._wakeup = asyncio.Event()
+        self._ticks_due = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._proposals: dict[int, tuple[int, asyncio.Future[int]]] = {}
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
+        self._read_ids = itertools.count(1)
+        self._running = False
+        self._core: Raft | None = None
+        self.decode_errors = 0
+
+    # ==== lifecycle ==========================================================================
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        state, pending = await loop.run_in_executor(
+            None, self.store.load, ConfState(self.config.voters, self.config.learners))
+        if pending is not None:
+            # A crash interrupted a snapshot install: finish it if the app got that far.
+            done = self.app.applied_index() >= pending.index
+            await loop.run_in_executor(None, self._finish_interrupted_install, pending, done)
+            state, _ = await loop.run_in_executor(
+                None, self.store.load, ConfState(self.config.voters, self.config.learners))
+        applied = self.app.applied_index()
+        if applied < state.snapshot.index:
+            raise RuntimeError(f"app applied {applied} is behind the log's compaction point "
+                               f"{state.snapshot.index}: refusing to start with a gap")
+        rng = random.Random(self.config.seed)
+        cfg = RaftConfig(node_id=self.config.node_id, rng=rng,
+                         election_ticks=self.config.election_ticks,
+                         heartbeat_ticks=self.config.heartbeat_ticks)
+        self._core = Raft(cfg, state, applied=applied)
+        self._running = True
+        self._tasks = [asyncio.create_task(self._run_loop(), name=f"raft-{self.config.node_id}"),
+                       asyncio.create_task(self._run_ticker(), name="raft-ticker")]
+
+    def _finish_interrupted_install(self, pending: SnapshotMeta, done: bool) -> None:
+        if done:
+            self.store.save(None, [], pending)
+        else:
+            self.store.mark_snapshot_pending(None)
+
+    async def stop(self) -> None:
+        self._running = False
+        self._wakeup.set()
+        if not self._tasks:
+            self.store.close()
+            return
+        loop_task, others = self._tasks[0], self._tasks[1:]
+        # The loop is not cancelled: it may be inside a disk write running in a thread, and
+        # closing the store under that thread would corrupt it. It exits after this round.
+        for task in others:
+            task.cancel()
+        await asyncio.wait([loop_task])
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by the loop that failed
+                pass
+        self._tasks = []
+        self._fail_waiters(DriverStopped())
+        self.store.close()
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        futures = [f for _, f in self._proposals.values()] + list(self._reads.values())
+        futures += [f for _, f in self._read_waits]
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(exc)
+        self._proposals.clear()
+        self._reads.clear()
+        self._read_waits.clear()
+
+    # ==== inputs =============================================================================
+
+    def on_message(self, peer_id: str, payload: bytes) -> None:
+        """Registered by the node for channel "raft"; never raises on a peer's bad bytes."""
+        try:
+            msg = decode(payload)
+        except MessageDecodeError as exc:
+            self.decode_errors += 1
+            log.warning("dropping bad raft frame from %s: %s", peer_id, exc.code.name)
+            return
+        if msg.frm != peer_id:
+            self.decode_errors += 1  # an authenticated link speaks only for its own peer
+            return
+        if isinstance(msg, SnapshotChunk):
+            self._spool.accept(msg)
+            return
+        if msg.type == MessageType.SNAPSHOT and msg.snapshot is not None:
+            if not self._spool.is_complete(msg.frm, msg.snapshot.index):
+                return  # metadata without its data: wait for the leader to stream again
+        if len(self._inbox) >= MAX_INBOX_MESSAGES:
+            return
+        self._inbox.append(msg)
+        self._wakeup.set()
+
+    async def propose(self, data: bytes) -> int:
+        """Replicate data; returns its log index once committed and applied here."""
+        core = self._require_core()
+        if core.role != Role.LEADER:
+            raise NotLeader(core.lead)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def command() -> None:
+            try:
+                index = core.propose(data)
+            except ProposalRefused as exc:
+                fut.set_exception(NotLeader(exc.leader_hint, exc.code))
+                return
+            self._proposals[index] = (core.term, fut)
+
+        self._enqueue(command)
+        return await fut
+
+    async def propose_conf_change(self, change: ConfChange) -> int:
+        core = self._require_core()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def command() -> None:
+            try:
+                index = core.propose_conf_change(change)
+            except ProposalRefused as exc:
+                fut.set_exception(NotLeader(exc.leader_hint, exc.code))
+                return
+            self._proposals[index] = (core.term, fut)
+
+        self._enqueue(command)
+        return await fut
+
+    async def read_index(self) -> int:
+        """A linearizable barrier: returns once this node has applied every earlier commit."""
+        core = self._require_core()
+        context = next(self._read_ids).to_bytes(8, "big")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def command() -> None:
+            try:
+                core.read_index(context)
+            except ProposalRefused as exc:
+                fut.set_exception(NotLeader(exc.leader_hint, exc.code))
+                return
+            self._reads[context] = fut
+
+        self._enqueue(command)
+        return await fut
+
+    def transfer_leadership(self, to: str) -> None:
+        core = self._require_core()
+        if core.role != Role.LEADER:
+            raise NotLeader(core.lead)
+        self._enqueue(lambda: core.transfer_leader(to))
+
+    def status(self) -> RaftStatus:
+        core = self._require_core()
+        progress = {}
+        if core.role == Role.LEADER:
+            progress = {pid: PeerProgress(pr.match, pr.next, pr.state.value)
+                        for pid, pr in core.prs.items()}
+        return RaftStatus(core.id, core.role.value, core.term, core.lead, core.log.committed,
+                          self.app.applied_index(), progress)
+
+    def _require_core(self) -> Raft:
+        if self._core is None or not self._running:
+            raise DriverStopped()
+        return self._core
+
+    def _enqueue(self, command: Callable[[], None]) -> None:
+        if len(self._commands) >= MAX_PENDING_COMMANDS:
+            raise Overloaded()
+        self._commands.append(command)
+        self._wakeup.set()
+
+    # ==== the loop ===========================================================================
+
+    async def _run_ticker(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.config.tick_ms / 1000)
+            self._ticks_due += 1
+            self._wakeup.set()
+
+    async def _run_loop(self) -> None:
+        try:
+            await self._loop_rounds(self._require_core())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A broken invariant is a bug of ours: stop loudly rather than limp on.
+            log.critical("raft loop of %s stopped: %r", self.config.node_id, exc)
+            self._running = False
+            self._fail_waiters(exc)
+            raise
+
+    async def _loop_rounds(self, core: Raft) -> None:
+        while self._running:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            for _ in range(min(len(self._inbox), MAX_STEPS_PER_ROUND)):
+                core.step(self._inbox.popleft())
+            while self._commands:
+                self._commands.popleft()()
+            ticks, self._ticks_due = self._ticks_due, 0
+            for _ in range(min(ticks, core.cfg.election_ticks)):
+                core.tick()
+            while core.has_ready():
+                rd = core.ready()
+                await self._handle_ready(core, rd)
+                core.advance(rd)
+                self._resolve_reads(core)
+            if self._inbox:
+                self._wakeup.set()
+            await self._maybe_compact(core)
+
+    async def _handle_ready(self, core: Raft, rd: Ready) -> None:
+        loop = asyncio.get_running_loop()
+        if rd.snapshot_to_install is not None:
+            await loop.run_in_executor(None, self._install_snapshot, rd)
+        elif rd.hard_state is not None or rd.entries_to_persist:
+            # Raft's durability rule: on disk (fsync) before any message that depends on it.
+            await loop.run_in_executor(None, self.store.save, rd.hard_state,
+                                       rd.entries_to_persist, None)
+        for m in rd.messages:
+            self._send(core, m)
+        entries = [e for e in rd.committed_entries if e.type == EntryType.NORMAL and e.data]
+        if entries:
+            await loop.run_in_executor(None, self.app.apply, entries)
+        self._resolve_proposals(rd.committed_entries)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                self._read_waits.append((rs.index, fut))
+
+    def _install_snapshot(self, rd: Ready) -> None:
+        meta = rd.snapshot_to_install
+        assert meta is not None
+        self.store.mark_snapshot_pending(meta)
+        self.app.install_snapshot(meta.index, meta.term, self._spool.chunks())
+        self.store.save(rd.hard_state, rd.entries_to_persist, meta)
+        self._spool.discard()
+
+    def _send(self, core: Raft, m: Message) -> None:
+        if m.type == MessageType.SNAPSHOT:
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.create_task(self._stream_snapshot(core, m.to)))
+            return
+        if not self.transport.send(m.to, RAFT_CHANNEL, m.encode()):
+            self._enqueue(lambda: core.report_unreachable(m.to))
+
+    async def _stream_snapshot(self, core: Raft, to: str) -> None:
+        index, term, chunks = self.app.snapshot()
+        meta = core.snapshot_meta_at(index)
+        ok = True
+        for chunk in chunk_stream(core.id, to, core.term, index, chunks):
+            for _ in range(SNAPSHOT_SEND_RETRIES):
+                if self.transport.send(to, RAFT_CHANNEL, chunk.encode()):
+                    break
+                await asyncio.sleep(SNAPSHOT_RETRY_DELAY_MS / 1000)
+            else:
+                ok = False
+                break
+        if ok:
+            snap_msg = Message(MessageType.SNAPSHOT, to, core.id, core.term, snapshot=meta)
+            ok = self.transport.send(to, RAFT_CHANNEL, snap_msg.encode())
+        self._enqueue(lambda: core.report_snapshot(to, ok))
+
+    def _resolve_proposals(self, committed: tuple[Entry, ...]) -> None:
+        for e in committed:
+            pending = self._proposals.pop(e.index, None)
+            if pending is None:
+                continue
+            term, fut = pending
+            if fut.done():
+                continue
+            if e.term == term:
+                fut.set_result(e.index)
+            else:
+                fut.set_exception(ProposalLost(f"index {e.index} taken by term {e.term}"))
+
+    def _resolve_reads(self, core: Raft) -> None:
+        if not self._read_waits:
+            return
+        still = []
+        for index, fut in self._read_waits:
+            if fut.done():
+                continue
+            if index <= core.log.applied:
+                fut.set_result(index)
+            else:
+                still.append((index, fut))
+        self._read_waits = still
+
+    async def _maybe_compact(self, core: Raft) -> None:
+        applied = min(self.app.applied_index(), core.log.applied, core.log.stable_index)
+        target = applied - self.config.compact_keep_entries
+        if target - core.log.snapshot.index < self.config.compact_after_entries:
+            return
+        meta = core.compact(target)
+        await asyncio.get_running_loop().run_in_executor(None, self.store.compact, meta)
