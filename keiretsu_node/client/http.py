@@ -1,0 +1,153 @@
+"""The HTTP client of the Python SDK: submit signed transactions, wait for receipts, query.
+
+Part of keiretsu_node/client. What the CLI, the tests and a participant's own software use to
+talk to a node; every error from a node arrives as ApiError with the node's stable code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import msgpack
+
+from ledger.keys import is_address
+from ledger.tx import SignedTx
+
+DEFAULT_TIMEOUT_S = 30
+BUSY_RETRIES = 20
+
+
+class ApiError(Exception):
+    """A node said no: HTTP status, stable code and the node's explanation."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class Client:
+    """An async client for one node. Use `async with Client(url) as c:`."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            async with self._http().request(method, self.base_url + path, **kwargs) as resp:
+                if resp.content_type in ("application/json", "application/problem+json"):
+                    body = await resp.json()
+                else:
+                    body = await resp.text()
+                if resp.status >= 400:
+                    if isinstance(body, dict) and "code" in body:
+                        raise ApiError(resp.status, body["code"], body.get("detail", ""))
+                    raise ApiError(resp.status, f"HTTP_{resp.status}", str(body)[:200])
+                return body
+        except aiohttp.ClientError as exc:
+            raise ApiError(0, "UNREACHABLE", f"{self.base_url}: {exc}") from exc
+        except asyncio.TimeoutError as exc:
+            raise ApiError(0, "TIMEOUT", f"{self.base_url}{path}: no answer in time") from exc
+
+    # ---------------------------------------------------------------- transactions
+
+    async def submit(self, tx: SignedTx, *, wait: bool = False, timeout_ms: int = 10_000) -> dict[str, Any]:
+        """Submit one transaction; with wait=True, return once it is committed (or the wait ends).
+
+        A full mempool (BUSY) is retried with the node's Retry-After, a bounded number of times.
+        """
+        params = {"wait": "true", "timeout_ms": str(timeout_ms)} if wait else {}
+        for attempt in range(BUSY_RETRIES):
+            try:
+                return await self._request("POST", "/v1/transactions", data=tx.raw, params=params,
+                                           headers={"Content-Type": "application/msgpack"})
+            except ApiError as exc:
+                if exc.code != "BUSY" or attempt == BUSY_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def submit_batch(self, txs: list[SignedTx], *, wait: bool = False, timeout_ms: int = 10_000) -> list[dict[str, Any]]:
+        params = {"wait": "true", "timeout_ms": str(timeout_ms)} if wait else {}
+        body = msgpack.packb([tx.raw for tx in txs], use_bin_type=True)
+        result = await self._request("POST", "/v1/transactions/batch", data=body, params=params,
+                                     headers={"Content-Type": "application/msgpack"})
+        return result["results"]
+
+    async def tx(self, tx_id: bytes | str) -> dict[str, Any]:
+        tx_hex = tx_id.hex() if isinstance(tx_id, bytes) else tx_id
+        return await self._request("GET", f"/v1/transactions/{tx_hex}")
+
+    async def wait_committed(self, tx_id: bytes | str, timeout_s: float = 10) -> dict[str, Any]:
+        """Poll until the transaction is committed or dropped, or the time is up."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await self.tx(tx_id)
+            if status["status"] in ("committed", "dropped"):
+                return status
+            if asyncio.get_running_loop().time() >= deadline:
+                return status
+            await asyncio.sleep(0.05)
+
+    # ---------------------------------------------------------------- queries
+
+    async def block(self, height: int | str = "latest", *, headers_only: bool = False) -> dict[str, Any]:
+        params = {"headers_only": "true"} if headers_only else {}
+        return await self._request("GET", f"/v1/blocks/{height}", params=params)
+
+    async def account(self, address: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/accounts/{address}")
+
+    async def history(self, subject: str, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        params: dict[str, str] = {"limit": str(limit)}
+        if after:
+            params["after"] = after
+        kind = "accounts" if is_address(subject) else "securities"
+        return await self._request("GET", f"/v1/{kind}/{subject}/history", params=params)
+
+    async def security(self, isin: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/securities/{isin}")
+
+    async def holders(self, isin: str, *, limit: int = 1000) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/securities/{isin}/holders", params={"limit": str(limit)})
+
+    async def participant(self, address: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/participants/{address}")
+
+    async def query(self, contract: str, name: str, **params: Any) -> Any:
+        return await self._request("GET", f"/v1/query/{contract}/{name}",
+                                   params={k: str(v) for k, v in params.items()})
+
+    async def status(self) -> dict[str, Any]:
+        return await self._request("GET", "/v1/status")
+
+    async def ready(self) -> bool:
+        try:
+            await self._request("GET", "/healthz/ready")
+        except ApiError:
+            return False
+        return True
+
+    async def metrics(self) -> str:
+        return await self._request("GET", "/metrics")

@@ -1,0 +1,86 @@
+"""The node's side of consensus: build the Raft driver over its durable log and the transport.
+
+Part of keiretsu_node/. Maps the node's TOML onto the driver's settings and answers the few
+questions the node asks (am I leader, who leads, propose this batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from consensus.driver import (
+    RAFT_CHANNEL, DriverConfig, DriverStopped, NotLeader, Overloaded, ProposalLost, RaftDriver,
+)
+from consensus.storage import LevelDBLogStore
+from keiretsu_node.config import NodeConfig
+from keiretsu_node.ledger_app import LedgerApp
+from p2p.transport import Transport
+
+log = logging.getLogger("keiretsu.node")
+RAFT_LOG_DIR = "raft"
+SNAPSHOT_SPOOL_DIR = "snapshot-spool"
+
+
+class ConsensusLink:
+    def __init__(self, config: NodeConfig, voters: list[str], transport: Transport, app: LedgerApp) -> None:
+        self.config = config
+        self.app = app
+        self.log_store = LevelDBLogStore(config.data_dir / RAFT_LOG_DIR)
+        self.driver = RaftDriver(
+            DriverConfig(
+                node_id=config.name,
+                voters=tuple(voters),
+                snapshot_dir=config.data_dir / SNAPSHOT_SPOOL_DIR,
+                tick_ms=config.consensus.tick_ms,
+                election_ticks=config.consensus.election_ticks,
+                heartbeat_ticks=config.consensus.heartbeat_ticks,
+            ),
+            self.log_store,
+            transport,
+            app,
+        )
+        transport.register(RAFT_CHANNEL, self.driver.on_message)
+        self._started = False
+
+    async def start(self) -> None:
+        import asyncio
+
+        self.app.bind(asyncio.get_running_loop())
+        await self.driver.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.driver.stop()
+
+    def is_leader(self) -> bool:
+        return self._started and self.driver.status().role == "leader"
+
+    def leader(self) -> str:
+        if not self._started:
+            return ""
+        return self.driver.status().leader_id
+
+    async def propose(self, data: bytes) -> int | None:
+        """The index at which the batch committed (and was applied here), or None if it was not."""
+        try:
+            return await self.driver.propose(data)
+        except (NotLeader, ProposalLost, Overloaded, DriverStopped) as exc:
+            log.info("proposal not committed: %s", exc)
+            return None
+
+    def status(self) -> dict[str, Any]:
+        if not self._started:
+            return {}
+        s = self.driver.status()
+        return {
+            "role": s.role,
+            "term": s.term,
+            "leader": s.leader_id,
+            "commit_index": s.commit_index,
+            "applied_index": s.applied_index,
+            "last_index": s.commit_index,
+            "progress": {peer: {"match": p.match, "next": p.next, "state": p.state} for peer, p in s.progress.items()},
+        }

@@ -1,0 +1,150 @@
+"""The ledger as consensus sees it: apply committed entries in order, report, snapshot, install.
+
+Part of keiretsu_node/. Consensus carries opaque batches; this adapter runs them through the
+ledger executor in a worker thread (so the event loop keeps Raft's heartbeats on time) and
+hands each applied block back to the node on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+
+from consensus.messages import Entry
+from ledger.executor import AppliedBlock, Executor
+from ledger.store import META_APPLIED, AppliedPosition, LedgerStore
+
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+MAX_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024
+LEDGER_DIR = "ledger"
+INCOMING_DIR = "ledger.incoming"
+OLD_DIR = "ledger.old"
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that cannot be installed (damaged, out of order)."""
+
+
+def recover_dirs(data_dir: Path) -> None:
+    """Finish or undo a snapshot install interrupted by a crash, before opening the store."""
+    ledger, incoming, old = data_dir / LEDGER_DIR, data_dir / INCOMING_DIR, data_dir / OLD_DIR
+    if not ledger.exists() and incoming.exists():
+        incoming.rename(ledger)  # the crash came between the two renames: the new store is whole
+    if incoming.exists():
+        shutil.rmtree(incoming)  # an install that never completed
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def snapshot_chunks(store: LedgerStore) -> tuple[AppliedPosition, Iterator[bytes]]:
+    """The whole ledger database at one instant, as bounded msgpack chunks of [key, value] pairs."""
+    snap = store.db.snapshot()
+    raw = snap.get(META_APPLIED)
+    position = AppliedPosition.decode(raw) if raw is not None else store.position
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            pairs: list[list[bytes]] = []
+            size = 0
+            with snap.iterator() as it:
+                for key, value in it:
+                    pairs.append([key, value])
+                    size += len(key) + len(value) + 8
+                    if size >= SNAPSHOT_CHUNK_BYTES:
+                        yield msgpack.packb(pairs, use_bin_type=True)
+                        pairs, size = [], 0
+            yield msgpack.packb(pairs, use_bin_type=True)
+        finally:
+            snap.close()
+
+    return position, chunks()
+
+
+class SnapshotWriter:
+    """Receives snapshot chunks into a fresh database beside the live one."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / INCOMING_DIR
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.store = LedgerStore(self.path)
+
+    def write(self, chunk: bytes) -> None:
+        if len(chunk) > MAX_SNAPSHOT_CHUNK_BYTES:
+            raise SnapshotError("snapshot chunk too large")
+        try:
+            pairs = msgpack.unpackb(chunk, raw=True, max_bin_len=MAX_SNAPSHOT_CHUNK_BYTES)
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise SnapshotError(f"damaged snapshot chunk: {exc}") from exc
+        with self.store.db.write_batch() as batch:
+            for key, value in pairs:
+                batch.put(bytes(key), bytes(value))
+
+    def finish(self) -> None:
+        # Sync everything written so far before the directory swap makes it the live store.
+        self.store.db.put(b"m:snapshot-installed", b"1", sync=True)
+        self.store.close()
+
+
+class LedgerApp:
+    """Consensus's application. The driver calls apply/install_snapshot in a worker thread,
+    one call at a time; results are handed to the node on its event loop."""
+
+    def __init__(self, executor: Executor, data_dir: Path,
+                 on_block: Callable[[AppliedBlock | None, int, float], None],
+                 on_store_replaced: Callable[[LedgerStore], None]) -> None:
+        self.executor = executor
+        self.data_dir = data_dir
+        self.on_block = on_block
+        self.on_store_replaced = on_store_replaced
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def store(self) -> LedgerStore:
+        return self.executor.store
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def _notify(self, fn: Callable[..., None], *args: object) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def applied_index(self) -> int:
+        return self.store.position.raft_index
+
+    def apply(self, entries: list[Entry]) -> None:
+        """Execute committed entries in log order; one already applied is skipped by the executor."""
+        for entry in entries:
+            started = time.perf_counter()
+            applied = self.executor.apply(entry.data, entry.index, entry.term)
+            self._notify(self.on_block, applied, entry.index, time.perf_counter() - started)
+
+    def snapshot(self) -> tuple[int, int, Iterator[bytes]]:
+        position, chunks = snapshot_chunks(self.store)
+        return position.raft_index, position.raft_term, chunks
+
+    def install_snapshot(self, index: int, term: int, chunks: Iterator[bytes]) -> None:
+        """Replace the whole ledger with a snapshot taken at (index, term) on another node."""
+        writer = SnapshotWriter(self.data_dir)
+        for chunk in chunks:
+            writer.write(chunk)
+        writer.finish()
+        incoming = LedgerStore(writer.path)
+        position = incoming.position
+        incoming.close()
+        if position.raft_index != index:
+            raise SnapshotError(f"snapshot claims index {index} but holds {position.raft_index}")
+        self.store.close()
+        ledger, old = self.data_dir / LEDGER_DIR, self.data_dir / OLD_DIR
+        ledger.rename(old)
+        writer.path.rename(ledger)
+        shutil.rmtree(old)
+        store = LedgerStore(ledger)
+        self.executor.store = store
+        self._notify(self.on_store_replaced, store)

@@ -1,0 +1,160 @@
+"""The mempool: admitted transactions waiting to be ordered, bounded in count and bytes.
+
+Part of keiretsu_node/. Admission runs every check that needs no contract state (form,
+bounds, chain id, signatures, expiry, duplicates, known contract and argument types); what
+passes waits here until the leader proposes it or a follower forwards it to the leader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.registry import Registry
+from ledger.executor import MAX_TX_LIFETIME_MS, VerifiedCache
+from ledger.reasons import ContractError, Reason, TxRejected
+from ledger.store import LedgerStore
+from ledger.tx import SignedTx, decode_signed
+
+REFORWARD_AFTER_MS = 2_000
+REPROPOSE_AFTER_MS = 5_000
+RETRY_AFTER_S = 1
+
+
+class MempoolFull(Exception):
+    """The pool is at its bound: the client should retry later (HTTP 503, Retry-After)."""
+
+    retry_after_s = RETRY_AFTER_S
+
+
+@dataclass
+class _Entry:
+    tx: SignedTx
+    size_bytes: int
+    handed_off_ms: int | None = None  # when proposed or forwarded; None while pending
+
+
+class Mempool:
+    def __init__(self, chain_id: str, registry: Registry, store: LedgerStore, *, max_txs: int,
+                 max_bytes: int, verified_cache: VerifiedCache) -> None:
+        self.chain_id = chain_id
+        self.registry = registry
+        self.store = store
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.verified_cache = verified_cache
+        self._entries: dict[bytes, _Entry] = {}
+        self._pending: dict[bytes, None] = {}
+        self._size_bytes = 0
+        self.rejected_full = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    def contains(self, tx_id: bytes) -> bool:
+        return tx_id in self._entries
+
+    def precheck(self, raw: bytes, now_ms: int) -> SignedTx:
+        """Decode and check everything but signatures (cheap; run first, in the event loop)."""
+        tx = decode_signed(raw)
+        body = tx.body
+        if body.chain_id != self.chain_id:
+            raise TxRejected(Reason.WRONG_CHAIN, f"signed for chain {body.chain_id!r}, this is {self.chain_id!r}")
+        if body.expires_at_ms < now_ms:
+            raise TxRejected(Reason.EXPIRED, f"expired at {body.expires_at_ms}, now {now_ms}")
+        if body.expires_at_ms > now_ms + MAX_TX_LIFETIME_MS:
+            raise TxRejected(Reason.EXPIRY_TOO_FAR, f"expiry more than {MAX_TX_LIFETIME_MS} ms ahead")
+        try:
+            self.registry.check_call(body.contract, body.method, body.args)
+        except ContractError as exc:
+            raise TxRejected(exc.reason, exc.detail) from exc
+        if tx.tx_id in self._entries or self.store.has_tx(tx.tx_id):
+            raise TxRejected(Reason.DUPLICATE, "this transaction was already submitted")
+        return tx
+
+    def add(self, tx: SignedTx, *, signatures_verified: bool) -> bool:
+        """Add a checked transaction; False if it is already here. MempoolFull at the bound."""
+        if tx.tx_id in self._entries:
+            return False
+        size = len(tx.raw)
+        if len(self._entries) >= self.max_txs or self._size_bytes + size > self.max_bytes:
+            self.rejected_full += 1
+            raise MempoolFull(f"mempool holds {len(self._entries)} transactions; retry shortly")
+        if signatures_verified:
+            self.verified_cache.add(tx)
+        self._entries[tx.tx_id] = _Entry(tx, size)
+        self._pending[tx.tx_id] = None
+        self._size_bytes += size
+        return True
+
+    def take(self, now_ms: int, max_txs: int, max_bytes: int) -> list[SignedTx]:
+        """Pending transactions in arrival order, marked handed off (proposed or forwarded)."""
+        out: list[SignedTx] = []
+        total = 0
+        for tx_id in list(self._pending):
+            entry = self._entries[tx_id]
+            if out and (len(out) >= max_txs or total + entry.size_bytes > max_bytes):
+                break
+            del self._pending[tx_id]
+            entry.handed_off_ms = now_ms
+            out.append(entry.tx)
+            total += entry.size_bytes
+        return out
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def pending_bytes_at_least(self, threshold: int) -> bool:
+        total = 0
+        for tx_id in self._pending:
+            total += self._entries[tx_id].size_bytes
+            if total >= threshold:
+                return True
+        return False
+
+    def oldest_pending_since(self) -> bytes | None:
+        return next(iter(self._pending), None)
+
+    def requeue_stale(self, now_ms: int, after_ms: int) -> int:
+        """Handed-off transactions not committed after `after_ms` become pending again.
+
+        Safe because the executor drops a transaction already in the ledger: at-least-once
+        hand-off, exactly-once application.
+        """
+        count = 0
+        for tx_id, entry in self._entries.items():
+            if entry.handed_off_ms is not None and now_ms - entry.handed_off_ms >= after_ms:
+                entry.handed_off_ms = None
+                self._pending[tx_id] = None
+                count += 1
+        return count
+
+    def requeue(self, tx_ids: list[bytes]) -> None:
+        """These handed-off transactions (a proposal that did not commit) are pending again."""
+        for tx_id in tx_ids:
+            entry = self._entries.get(tx_id)
+            if entry is not None and entry.handed_off_ms is not None:
+                entry.handed_off_ms = None
+                self._pending[tx_id] = None
+
+    def requeue_all(self) -> None:
+        """On a change of leader: everything handed off goes back to pending."""
+        for tx_id, entry in self._entries.items():
+            if entry.handed_off_ms is not None:
+                entry.handed_off_ms = None
+                self._pending[tx_id] = None
+
+    def remove(self, tx_ids: list[bytes]) -> None:
+        for tx_id in tx_ids:
+            entry = self._entries.pop(tx_id, None)
+            if entry is not None:
+                self._pending.pop(tx_id, None)
+                self._size_bytes -= entry.size_bytes
+
+    def expire(self, now_ms: int) -> list[bytes]:
+        gone = [tx_id for tx_id, e in self._entries.items() if e.tx.body.expires_at_ms < now_ms]
+        self.remove(gone)
+        return gone

@@ -1,0 +1,509 @@
+"""A Keiretsu node: ledger, consensus, transport, mempool and HTTP API assembled and run.
+
+Part of keiretsu_node/. The node holds no business rule: it admits transactions, lets the
+leader cut them into batches that Raft orders, applies every committed batch through the
+ledger executor, and tells clients what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from contracts.base import BlockContext, Context
+from contracts.registry import default_registry
+from keiretsu_node import api
+from keiretsu_node.config import NodeConfig
+from keiretsu_node.consensus_link import ConsensusLink
+from keiretsu_node.events import EventHub, NodeEvent
+from keiretsu_node.jsonview import receipt_json
+from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
+from keiretsu_node.mempool import REFORWARD_AFTER_MS, REPROPOSE_AFTER_MS, Mempool, MempoolFull
+from keiretsu_node.metrics import NodeMetrics
+from ledger import codec
+from ledger.batch import Batch
+from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
+from ledger.genesis import Genesis
+from ledger.merkle import merkle_proof
+from ledger.reasons import Reason, TxRejected
+from ledger.state import Overlay
+from ledger.store import LedgerStore, StoreError
+from ledger.block import Receipt
+from ledger.keys import is_address
+from ledger.tx import SignedTx, decode_signed
+from p2p.identity import NodeIdentity, PeerInfo
+from p2p.transport import Transport
+
+log = logging.getLogger("keiretsu.node")
+
+TX_CHANNEL = "tx"
+HOUSEKEEPING_INTERVAL_S = 0.25
+MAX_FORWARDED_TXS_PER_FRAME = 2_000
+MAX_FORWARD_FRAME_BYTES = 16 * 1024 * 1024
+RECENT_DROPPED_ENTRIES = 100_000
+READY_MAX_LAG_ENTRIES = 16
+MAX_WAITERS = 100_000
+
+
+class NodeError(RuntimeError):
+    """The node cannot start with this configuration or data; the message says why."""
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    tx_id: bytes | None
+    accepted: bool
+    code: str
+    detail: str
+    retry_after_s: int = 0
+
+    @property
+    def tx_id_hex(self) -> str | None:
+        return self.tx_id.hex() if self.tx_id is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tx_id": self.tx_id_hex, "accepted": self.accepted, "code": self.code}
+        if self.detail:
+            out["detail"] = self.detail
+        if self.accepted:
+            out["status"] = "pending"
+        return out
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.genesis = self._load_genesis(config)
+        self.identity = self._load_identity(config)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        recover_dirs(config.data_dir)
+        try:
+            self.store = LedgerStore(config.data_dir / LEDGER_DIR)
+        except StoreError as exc:
+            raise NodeError(str(exc)) from exc
+        self.registry = default_registry()
+        self.verified_cache = VerifiedCache()
+        self.executor = Executor(self.store, self.registry, self.genesis, verified_cache=self.verified_cache,
+                                 sync=config.fsync)
+        try:
+            self.executor.init_genesis()
+        except StoreError as exc:
+            self.store.close()
+            raise NodeError(str(exc)) from exc
+        self.mempool = Mempool(config.chain_id, self.registry, self.store, max_txs=config.mempool.max_txs,
+                               max_bytes=config.mempool.max_bytes, verified_cache=self.verified_cache)
+        self.metrics = NodeMetrics()
+        self.events = EventHub(config.api.max_event_subscribers)
+        peers = [PeerInfo(n.name, n.host, n.p2p_port, n.certificate_pem) for n in self.genesis.nodes]
+        self.transport = Transport(self.identity, peers, config.p2p_host, config.p2p_port,
+                                   chain_id=config.chain_id)
+        self.app = LedgerApp(self.executor, config.data_dir, self._on_block, self._on_store_replaced)
+        self.consensus = ConsensusLink(config, [n.name for n in self.genesis.nodes], self.transport, self.app)
+        self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._tx_arrived = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()  # proposals not yet committed
+        self._inflight_freed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._last_leader = ""
+        self.transport.register(TX_CHANNEL, self._on_forwarded)
+
+    # ------------------------------------------------------------ assembly checks
+
+    @staticmethod
+    def _load_genesis(config: NodeConfig) -> Genesis:
+        try:
+            genesis = Genesis.load(config.genesis_path)
+        except (OSError, ValueError) as exc:
+            raise NodeError(f"cannot read genesis {config.genesis_path}: {exc}") from exc
+        if genesis.chain_id != config.chain_id:
+            raise NodeError(f"genesis is for chain {genesis.chain_id!r}, config says {config.chain_id!r}")
+        if config.name not in [n.name for n in genesis.nodes]:
+            raise NodeError(f"node {config.name!r} is not named in the genesis")
+        return genesis
+
+    def _load_identity(self, config: NodeConfig) -> NodeIdentity:
+        try:
+            identity = NodeIdentity.load(config.identity_dir)
+        except Exception as exc:  # IdentityError or an unreadable file: either way, refuse to start
+            raise NodeError(f"cannot load node identity from {config.identity_dir}: {exc}") from exc
+        entry = next(n for n in self.genesis.nodes if n.name == config.name)
+        if identity.name != config.name or identity.public_key_hex != entry.node_public_key:
+            raise NodeError(f"the identity in {config.identity_dir} is not the one genesis names for {config.name}")
+        return identity
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.consensus.start()
+        self._runner = web.AppRunner(api.make_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.api_host, self.config.api_port)
+        await site.start()
+        for coro, name in ((self._cut_loop(), "cutter"), (self._forward_loop(), "forwarder"),
+                           (self._housekeeping_loop(), "housekeeping")):
+            self._tasks.append(asyncio.create_task(coro, name=name))
+        log.info("node %s started: api http://%s:%d p2p %s:%d height %d", self.config.name,
+                 self.config.api_host, self.config.api_port, self.config.p2p_host, self.config.p2p_port,
+                 self.store.position.height)
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._inflight]:
+            task.cancel()
+        for task in [*self._tasks, *self._inflight]:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        self.events.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.consensus.stop()
+        await self.transport.stop()
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+        self._waiters.clear()
+        self.store.close()
+
+    # ------------------------------------------------------------ admission
+
+    async def submit(self, raws: list[bytes]) -> list[SubmitOutcome]:
+        """Admit transactions: cheap checks here, signatures on all cores, then the pool."""
+        now = _now_ms()
+        outcomes: list[SubmitOutcome | None] = [None] * len(raws)
+        checked: list[tuple[int, SignedTx]] = []
+        seen: set[bytes] = set()
+        for i, raw in enumerate(raws):
+            try:
+                tx = self.mempool.precheck(raw, now)
+            except TxRejected as exc:
+                outcomes[i] = SubmitOutcome(None, False, str(exc.reason), exc.detail)
+                self.metrics.rejected.labels(str(exc.reason)).inc()
+                continue
+            if tx.tx_id in seen:
+                outcomes[i] = SubmitOutcome(tx.tx_id, False, str(Reason.DUPLICATE), "twice in this batch")
+                continue
+            seen.add(tx.tx_id)
+            checked.append((i, tx))
+        verdicts = await asyncio.to_thread(verify_all, [tx for _, tx in checked])
+        for (i, tx), ok in zip(checked, verdicts, strict=True):
+            if not ok:
+                outcomes[i] = SubmitOutcome(tx.tx_id, False, str(Reason.BAD_SIGNATURE), "a signature does not verify")
+                self.metrics.rejected.labels(str(Reason.BAD_SIGNATURE)).inc()
+                continue
+            try:
+                added = self.mempool.add(tx, signatures_verified=True)
+            except MempoolFull as exc:
+                outcomes[i] = SubmitOutcome(tx.tx_id, False, "BUSY", str(exc), MempoolFull.retry_after_s)
+                self.metrics.rejected.labels("BUSY").inc()
+                continue
+            if not added:
+                outcomes[i] = SubmitOutcome(tx.tx_id, False, str(Reason.DUPLICATE), "already submitted")
+                continue
+            outcomes[i] = SubmitOutcome(tx.tx_id, True, "ACCEPTED", "")
+        self._signal_arrivals()
+        return [o for o in outcomes if o is not None]
+
+    def _signal_arrivals(self) -> None:
+        self._tx_arrived.set()
+        if self.mempool.pending_count() >= self.config.batching.max_txs:
+            self._batch_full.set()
+
+    def _on_forwarded(self, peer: str, payload: bytes) -> None:
+        """Transactions a follower admitted and forwarded to us (the leader, as it believed)."""
+        try:
+            raws = codec.decode(payload, max_bytes=MAX_FORWARD_FRAME_BYTES)
+        except codec.CodecError:
+            log.warning("bad forwarded-transactions frame from %s", peer)
+            return
+        if not isinstance(raws, list) or len(raws) > MAX_FORWARDED_TXS_PER_FRAME:
+            log.warning("bad forwarded-transactions frame from %s", peer)
+            return
+        now = _now_ms()
+        for raw in raws:
+            if not isinstance(raw, bytes):
+                continue
+            try:
+                tx = self.mempool.precheck(raw, now)
+                # The peer verified signatures at its door; every node verifies again in the executor.
+                self.mempool.add(tx, signatures_verified=False)
+            except (TxRejected, MempoolFull):
+                continue
+        self._signal_arrivals()
+
+    # ------------------------------------------------------------ leader: cutting batches
+
+    async def _cut_loop(self) -> None:
+        batching = self.config.batching
+        while True:
+            try:
+                await asyncio.wait_for(self._tx_arrived.wait(), HOUSEKEEPING_INTERVAL_S)
+            except TimeoutError:
+                await self._propose_scheduled_work()
+                continue
+            self._tx_arrived.clear()
+            if not self.consensus.is_leader():
+                continue
+            if (self.mempool.pending_count() < batching.max_txs
+                    and not self.mempool.pending_bytes_at_least(batching.preferred_bytes)):
+                try:
+                    await asyncio.wait_for(self._batch_full.wait(), batching.timeout_ms / 1000)
+                except TimeoutError:
+                    pass
+            self._batch_full.clear()
+            while len(self._inflight) >= batching.max_inflight_batches:
+                self._inflight_freed.clear()
+                await self._inflight_freed.wait()
+            txs = self.mempool.take(_now_ms(), batching.max_txs, batching.preferred_bytes)
+            if txs:
+                self._start_proposal(txs)
+            if self.mempool.pending_count():
+                self._tx_arrived.set()
+
+    def _start_proposal(self, txs: list[SignedTx]) -> None:
+        """Propose a batch without waiting for it: up to max_inflight_batches are pipelined."""
+        task = asyncio.create_task(self._propose(txs), name="propose")
+        self._inflight.add(task)
+        task.add_done_callback(self._proposal_done)
+
+    def _proposal_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._inflight_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("proposal failed: %r", task.exception())
+
+    async def _propose(self, txs: list[SignedTx]) -> None:
+        data = Batch(_now_ms(), tuple(tx.raw for tx in txs)).encode()
+        index = await self.consensus.propose(data)
+        if index is None:
+            # Not committed (leadership moved): the transactions go back to the pool and on
+            # to whoever leads now; one that did commit after all is dropped as a duplicate.
+            self.mempool.requeue([tx.tx_id for tx in txs])
+            self._tx_arrived.set()
+
+    async def _propose_scheduled_work(self) -> None:
+        """An empty batch when a contract has work due (a dividend, an offering close) and no traffic."""
+        if not self.consensus.is_leader() or self._inflight or self.mempool.pending_count():
+            return
+        due = self.next_due_ms()
+        if due is not None and due <= _now_ms():
+            self._start_proposal([])
+
+    def next_due_ms(self) -> int | None:
+        ctx = self.read_context()
+        dues = [c.next_due_ms(ctx) for c in self.registry.in_order() if c.next_due_ms is not None]
+        known = [d for d in dues if d is not None]
+        return min(known) if known else None
+
+    # ------------------------------------------------------------ follower: forwarding
+
+    async def _forward_loop(self) -> None:
+        while True:
+            await self._tx_arrived.wait()
+            await asyncio.sleep(0.002)  # let a burst gather into one frame
+            leader = self.consensus.leader()
+            if not leader or leader == self.config.name:
+                await asyncio.sleep(0.05)
+                continue
+            txs = self.mempool.take(_now_ms(), self.config.mempool.forward_batch_txs, MAX_FORWARD_FRAME_BYTES // 2)
+            if not txs:
+                continue
+            if not self.transport.send(leader, TX_CHANNEL, codec.encode([tx.raw for tx in txs])):
+                self.mempool.requeue_all()
+                await asyncio.sleep(0.05)
+            elif self.mempool.pending_count():
+                self._tx_arrived.set()
+
+    # ------------------------------------------------------------ applied blocks
+
+    def _on_block(self, applied: AppliedBlock | None, raft_index: int, seconds: float) -> None:
+        self.metrics.block_apply.observe(seconds)
+        if applied is None:
+            return
+        block = applied.block
+        self.metrics.block_height.set(block.height)
+        self.metrics.block_txs.observe(len(block.txs))
+        done = [r.tx_id for r in block.receipts]
+        receipts_out: list[tuple[frozenset[str], NodeEvent]] = []
+        block_hash = block.hash().hex()
+        decoded = [_decoded(raw) for raw in block.txs]
+        for index, (tx, receipt) in enumerate(zip(decoded, block.receipts, strict=True)):
+            result = receipt_json(receipt)
+            status = {"tx_id": receipt.tx_id.hex(), "status": "committed", "height": block.height,
+                      "index": index, "block_hash": block_hash, "receipt": result}
+            self._resolve(receipt.tx_id, status)
+            subjects = frozenset(_subjects(tx, receipt))
+            receipts_out.append((subjects, NodeEvent("receipt", status)))
+        for drop in applied.dropped:
+            if drop.tx_id is None:
+                continue
+            done.append(drop.tx_id)
+            if drop.reason == Reason.DUPLICATE and self.store.has_tx(drop.tx_id):
+                continue  # a re-proposal of something already committed: the first one stands
+            self._dropped[drop.tx_id] = (str(drop.reason), drop.detail)
+            if len(self._dropped) > RECENT_DROPPED_ENTRIES:
+                self._dropped.popitem(last=False)
+            self.metrics.dropped.labels(str(drop.reason)).inc()
+            self._resolve(drop.tx_id, {"tx_id": drop.tx_id.hex(), "status": "dropped",
+                                       "reason": str(drop.reason), "detail": drop.detail})
+        self.mempool.remove(done)
+        for tx, receipt in zip(decoded, block.receipts, strict=True):
+            contract = tx.body.contract if tx is not None else "unknown"
+            self.metrics.committed.labels(contract, "valid" if receipt.valid else "invalid").inc()
+        self.events.publish_block(
+            NodeEvent("block", {"height": block.height, "hash": block_hash, "time_ms": block.header.time_ms,
+                                "tx_count": len(block.txs), "state_hash": block.header.state_hash.hex()}),
+            receipts_out,
+        )
+
+    def _on_store_replaced(self, store: LedgerStore) -> None:
+        self.store = store
+        self.mempool.store = store
+
+    def _resolve(self, tx_id: bytes, status: dict[str, Any]) -> None:
+        for fut in self._waiters.pop(tx_id, []):
+            if not fut.done():
+                fut.set_result(status)
+
+    # ------------------------------------------------------------ what clients ask
+
+    async def wait_for(self, tx_id: bytes, timeout_s: float) -> dict[str, Any]:
+        status = self.tx_status(tx_id)
+        if status["status"] not in ("pending", "unknown"):
+            return status
+        if len(self._waiters) >= MAX_WAITERS:
+            return status
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tx_id, []).append(fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            return self.tx_status(tx_id)
+        finally:
+            waiting = self._waiters.get(tx_id)
+            if waiting and fut in waiting:
+                waiting.remove(fut)
+                if not waiting:
+                    del self._waiters[tx_id]
+
+    async def wait_for_all(self, tx_ids: list[bytes], timeout_s: float) -> dict[str, dict[str, Any]]:
+        results = await asyncio.gather(*(self.wait_for(t, timeout_s) for t in tx_ids))
+        return {t.hex(): r for t, r in zip(tx_ids, results, strict=True)}
+
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
+        location = self.store.tx_location(tx_id)
+        if location is not None:
+            height, index = location
+            block = self.store.block(height)
+            if block is not None:
+                proof = merkle_proof(list(block.txs), index)
+                return {"tx_id": tx_id.hex(), "status": "committed", "height": height, "index": index,
+                        "block_hash": block.hash().hex(), "tx_root": block.header.tx_root.hex(),
+                        "receipt": receipt_json(block.receipts[index]),
+                        "proof": [{"left": left, "hash": h.hex()} for left, h in proof]}
+        if self.mempool.contains(tx_id):
+            return {"tx_id": tx_id.hex(), "status": "pending"}
+        if tx_id in self._dropped:
+            reason, detail = self._dropped[tx_id]
+            return {"tx_id": tx_id.hex(), "status": "dropped", "reason": reason, "detail": detail}
+        return {"tx_id": tx_id.hex(), "status": "unknown"}
+
+    def read_context(self) -> Context:
+        """A read-only view of committed state for queries (writes land in a throwaway overlay)."""
+        position = self.store.position
+        return Context(Overlay(self.store.state), BlockContext(self.config.chain_id, position.height,
+                                                                position.time_ms), None, ())
+
+    def status(self) -> dict[str, Any]:
+        raft = self.consensus.status()
+        position = self.store.position
+        connected = set(self.transport.connected_peers())
+        peers = []
+        for node in self.genesis.nodes:
+            if node.name == self.config.name:
+                continue
+            match = raft.get("progress", {}).get(node.name, {}).get("match")
+            peers.append({"name": node.name, "connected": node.name in connected, "match_index": match,
+                          "lag": (raft.get("last_index", 0) - match) if match is not None else None})
+        return {
+            "node": self.config.name,
+            "chain_id": self.config.chain_id,
+            "role": raft.get("role"),
+            "term": raft.get("term"),
+            "leader": raft.get("leader") or None,
+            "commit_index": raft.get("commit_index"),
+            "applied_index": position.raft_index,
+            "height": position.height,
+            "block_hash": position.block_hash.hex(),
+            "state_hash": position.state_hash.hex(),
+            "block_time_ms": position.time_ms,
+            "mempool_txs": len(self.mempool),
+            "peers": peers,
+        }
+
+    def readiness(self) -> tuple[bool, str]:
+        raft = self.consensus.status()
+        if not raft.get("leader"):
+            return False, "no leader known"
+        lag = (raft.get("commit_index") or 0) - self.store.position.raft_index
+        if lag > READY_MAX_LAG_ENTRIES:
+            return False, f"{lag} committed entries not yet applied"
+        return True, "caught up"
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            now = _now_ms()
+            leader = self.consensus.leader()
+            if leader != self._last_leader:
+                if self._last_leader:
+                    self.metrics.leader_changes.inc()
+                self._last_leader = leader
+                self.mempool.requeue_all()
+            stale_ms = REPROPOSE_AFTER_MS if leader == self.config.name else REFORWARD_AFTER_MS
+            if self.mempool.requeue_stale(now, stale_ms):
+                self._tx_arrived.set()
+            for tx_id in self.mempool.expire(now):
+                self._dropped[tx_id] = (str(Reason.EXPIRED), "expired before it was ordered")
+                self._resolve(tx_id, {"tx_id": tx_id.hex(), "status": "dropped", "reason": str(Reason.EXPIRED)})
+            raft = self.consensus.status()
+            self.metrics.raft_term.set(raft.get("term") or 0)
+            self.metrics.is_leader.set(1 if leader == self.config.name else 0)
+            self.metrics.mempool_txs.set(len(self.mempool))
+            self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+            self.metrics.peers.set(len(self.transport.connected_peers()))
+
+
+def _decoded(raw: bytes) -> SignedTx | None:
+    try:
+        return decode_signed(raw)
+    except TxRejected:
+        return None
+
+
+def _subjects(tx: SignedTx | None, receipt: Receipt) -> set[str]:
+    """Accounts a receipt concerns: its signers and every address its events name."""
+    out = set(tx.signer_addresses) if tx is not None else set()
+    for event in receipt.events:
+        for value in event.attrs.values():
+            if isinstance(value, str) and is_address(value):
+                out.add(value)
+    return out

@@ -1,0 +1,90 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from the route table itself.
+
+Part of keiretsu_node/. Built from the same table the server registers, so the document and
+the routes cannot drift apart; a test checks it against the running router.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "code", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string", "description": "stable code; see docs/REASON_CODES.md and docs/API.md"},
+        "detail": {"type": "string"},
+    },
+}
+HEX = {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"}
+QUERY_PARAMS: dict[str, list[dict[str, Any]]] = {
+    "/v1/transactions": [
+        {"name": "wait", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    ],
+    "/v1/transactions/batch": [
+        {"name": "wait", "in": "query", "schema": {"type": "boolean"}},
+        {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    ],
+    "/v1/blocks/{height}": [{"name": "headers_only", "in": "query", "schema": {"type": "boolean"}}],
+    "/v1/accounts/{address}/history": [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+    ],
+    "/v1/securities/{isin}/history": [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+    ],
+    "/v1/securities/{isin}/holders": [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000}},
+    ],
+    "/v1/events": [{"name": "accounts", "in": "query", "schema": {"type": "string"}}],
+}
+REQUEST_BODIES = {
+    "/v1/transactions": {
+        "application/json": {"schema": {"type": "object", "required": ["tx"], "properties": {"tx": HEX}}},
+        "application/msgpack": {"schema": {"type": "string", "format": "binary"}},
+    },
+    "/v1/transactions/batch": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["txs"],
+                       "properties": {"txs": {"type": "array", "items": HEX, "minItems": 1, "maxItems": 1000}}}
+        },
+        "application/msgpack": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+def _operation(method: str, path: str, summary: str) -> dict[str, Any]:
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in re.findall(r"{(\w+)}", path)]
+    params.extend(QUERY_PARAMS.get(path, []))
+    problem = {"description": "problem details",
+               "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": (method.lower() + path.replace("/", "_").replace("{", "").replace("}", "").replace(".", "_")),
+        "parameters": params,
+        "responses": {"200": {"description": "OK"}, "400": problem, "404": problem},
+    }
+    if method == "POST":
+        op["requestBody"] = {"required": True, "content": REQUEST_BODIES.get(path, {})}
+        op["responses"].update({"202": {"description": "accepted, pending"}, "409": problem, "413": problem,
+                                "503": problem})
+    return op
+
+
+def openapi_document(routes: list[tuple[str, str, Any, str]]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, _handler, summary in routes:
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, summary)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Keiretsu node API", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": {"Problem": PROBLEM_SCHEMA}},
+    }
