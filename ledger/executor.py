@@ -221,38 +221,49 @@ class Executor:
                 index[history_key(subject, HistoryEntry(height, HISTORY_SYSTEM, i))] = b""
 
     def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext) -> tuple[list[SignedTx], list[Dropped]]:
-        """The replay and signature checks that decide whether a transaction enters the block."""
-        candidates: list[SignedTx] = []
-        dropped: list[Dropped] = []
-        seen: set[bytes] = set()
-        for raw in raws:
+        """The replay and signature checks that decide whether a transaction enters the block.
+
+        Dropped transactions are reported in batch order. Signatures are checked before the
+        in-batch duplicate check, so a forged copy placed first cannot shadow the genuine one.
+        """
+        candidates: list[tuple[int, SignedTx]] = []
+        dropped: list[tuple[int, Dropped]] = []
+        for position, raw in enumerate(raws):
             try:
                 tx = decode_signed(raw)
             except TxRejected as exc:
-                dropped.append(Dropped(None, exc.reason, exc.detail))
+                dropped.append((position, Dropped(None, exc.reason, exc.detail)))
                 continue
             try:
                 self._check_fresh(tx, bctx)
             except TxRejected as exc:
-                dropped.append(Dropped(tx.tx_id, exc.reason, exc.detail))
+                dropped.append((position, Dropped(tx.tx_id, exc.reason, exc.detail)))
                 continue
-            if tx.tx_id in seen or self.store.has_tx(tx.tx_id):
-                dropped.append(Dropped(tx.tx_id, Reason.DUPLICATE, "already in the ledger"))
+            if self.store.has_tx(tx.tx_id):
+                dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "already in the ledger")))
                 continue
-            seen.add(tx.tx_id)
-            candidates.append(tx)
-        if not self.verify_signatures:
-            return candidates, dropped
-        to_check = [tx for tx in candidates if not (self.verified_cache and self.verified_cache.contains(tx))]
-        good = {id(tx) for tx, ok in zip(to_check, verify_all(to_check), strict=True) if ok}
-        checked = {id(tx) for tx in to_check}
-        accepted = []
-        for tx in candidates:
-            if id(tx) in checked and id(tx) not in good:
-                dropped.append(Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify"))
+            candidates.append((position, tx))
+        forged = self._forged([tx for _, tx in candidates])
+        accepted: list[SignedTx] = []
+        seen: set[bytes] = set()
+        for position, tx in candidates:
+            if id(tx) in forged:
+                dropped.append((position, Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify")))
+            elif tx.tx_id in seen:
+                dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "twice in one batch")))
             else:
+                seen.add(tx.tx_id)
                 accepted.append(tx)
-        return accepted, dropped
+        dropped.sort(key=lambda item: item[0])
+        return accepted, [item for _, item in dropped]
+
+    def _forged(self, txs: list[SignedTx]) -> set[int]:
+        """id() of each transaction whose signatures do not verify (none if checks are off)."""
+        if not self.verify_signatures:
+            return set()
+        cache = self.verified_cache
+        to_check = [tx for tx in txs if cache is None or not cache.contains(tx)]
+        return {id(tx) for tx, ok in zip(to_check, verify_all(to_check), strict=True) if not ok}
 
     def _check_fresh(self, tx: SignedTx, bctx: BlockContext) -> None:
         body = tx.body
