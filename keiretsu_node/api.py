@@ -61,8 +61,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
 
 
+NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
+
+
 def _node(request: web.Request) -> "Node":
-    return request.app["node"]
+    return request.app[NODE_KEY]
 
 
 def _hex_id(text: str, name: str = "id") -> bytes:
@@ -342,7 +345,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
 
 def make_app(node: "Node") -> web.Application:
     app = web.Application(client_max_size=node.config.api.max_body_bytes, middlewares=[problem_middleware])
-    app["node"] = node
+    app[NODE_KEY] = node
     for method, path, handler, _summary in ROUTES:
         app.router.add_route(method, path, handler)
     return app
