@@ -221,7 +221,7 @@ def register(ctx: Context, name: str, kind: str, authorised_supply: int, prospec
         paused=False, registered_at_ms=ctx.block.time_ms, **terms,
     )
     save_instrument(ctx, instrument)
-    ctx.emit("security_registered", isin=instrument.isin, issuer=issuer, name=name, kind=kind,
+    ctx.emit("security_registered", isin=instrument.isin, issuer=issuer, name=name, security_kind=kind,
              authorised_supply=authorised_supply)
 
 
