@@ -525,3 +525,18 @@ def begin_block(ctx: Context) -> None:
 
 def next_due_ms(ctx: Context) -> int | None:
     return schedule.next_due_ms(ctx, NAME)
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _id_param(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= MAX_AMOUNT:
+        raise ValueError("an id is a positive integer")
+    return int(value)
+
+
+QUERIES: dict[str, Any] = {
+    "action": lambda ctx, action_id: get_action(ctx, _id_param(action_id)),
+    "bond_reserve": lambda ctx, isin: reserve_minor(ctx, isin) if ASSET_ID(isin) else 0,
+}

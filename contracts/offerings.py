@@ -171,7 +171,10 @@ def subscribe(ctx: Context, offering_id: int, units: int) -> None:
     investor = ctx.sender
     if offering.status != OPEN or not offering.opens_ms <= ctx.block.time_ms < offering.closes_ms:
         raise ContractError(Reason.INVALID_STATE, f"offering {offering_id} is not taking subscriptions")
-    securities.check_can_hold(ctx, offering.isin, investor)
+    instrument = securities.require_instrument(ctx, offering.isin)
+    if instrument.paused:
+        raise ContractError(Reason.ASSET_PAUSED, f"{offering.isin} is paused")
+    securities.check_receiver(ctx, instrument, investor)
     raw = ctx.get(_subscription_key(offering_id, investor))
     held, first_seq = (raw[0], raw[1]) if raw is not None else (0, offering.subscriptions + 1)
     total = held + units
@@ -298,3 +301,26 @@ def begin_block(ctx: Context) -> None:
 
 def next_due_ms(ctx: Context) -> int | None:
     return schedule.next_due_ms(ctx, NAME)
+
+
+# ---------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True)
+class OfferingView:
+    offering: Offering
+    subscriptions: tuple[Subscription, ...]  # in investor address order; empty once closed
+
+
+def offering_view(ctx: Context, offering_id: int) -> OfferingView | None:
+    found = get_offering(ctx, offering_id)
+    return None if found is None else OfferingView(found, tuple(subscriptions(ctx, offering_id)))
+
+
+def _id_param(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= MAX_AMOUNT:
+        raise ValueError("an id is a positive integer")
+    return int(value)
+
+
+QUERIES: dict[str, Any] = {"offering": lambda ctx, offering_id: offering_view(ctx, _id_param(offering_id))}

@@ -11,7 +11,7 @@ from contracts.offerings import Subscription, allocate
 from ledger.block import Event
 from ledger.reasons import Reason
 from ledger.state import Overlay
-from tests.contracts_world import CHAIN_ID, START_MS, World, addr, market
+from tests.contracts_world import CHAIN_ID, World, addr, market
 
 MINUTE_MS = 60_000
 
@@ -200,3 +200,19 @@ def test_offering_never_over_allocates_nor_to_the_ineligible_and_conserves(
         assert world.bal("MXN", name) == balances.Balance(1_000_000 - 100 * sold[i], 0), "no cash stays locked"
     assert world.bal("MXN", "issuer").total == 1_000_000 + 100 * sum(sold)
     assert offerings.require_offering(world.view(), oid).status != offerings.OPEN
+
+
+def test_an_offering_and_its_subscriptions_are_queryable() -> None:
+    world, isin, names = offering_world()
+    oid = open_offering(world, isin)
+    world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=30)
+    view = offerings.QUERIES["offering"](world.view(), str(oid))
+    assert view.offering.subscribed_units == 30 and view.subscriptions[0].investor == addr("inv0")
+    assert offerings.QUERIES["offering"](world.view(), "99") is None
+
+
+def test_a_paused_security_takes_no_subscriptions() -> None:
+    world, isin, names = offering_world()
+    oid = open_offering(world, isin)
+    world.ok("regulator", "compliance", "pause", isin=isin, reason="halt")
+    world.refused(Reason.ASSET_PAUSED, "inv0", "offerings", "subscribe", offering_id=oid, units=30)
