@@ -7,6 +7,7 @@ cap table are printed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any, Callable
@@ -137,9 +138,17 @@ async def _print_state(client: Client, console: Console, isin: str, currency: st
     console.print(cap_table)
 
 
-async def ensure_api(api_url: str) -> None:
+async def ensure_api(api_url: str, timeout_s: float = 60) -> None:
+    """The node answers and the cluster has a leader (so the story's first call can commit)."""
+    import time
+
     async with Client(api_url, timeout_s=5) as client:
         try:
             await client.status()
         except ApiError as exc:
             raise CliError(f"no node answers at {api_url}: {exc.detail}") from exc
+        deadline = time.monotonic() + timeout_s
+        while not await client.ready():
+            if time.monotonic() > deadline:
+                raise CliError(f"the node at {api_url} is not ready (no leader?) after {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)

@@ -112,7 +112,8 @@ class Node:
         self.consensus = ConsensusLink(config, [n.name for n in self.genesis.nodes], self.transport, self.app)
         self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
-        self._tx_arrived = asyncio.Event()
+        self._tx_arrived = asyncio.Event()  # wakes the leader's cut loop
+        self._forward_wakeup = asyncio.Event()  # wakes the follower's forward loop
         self._batch_full = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()  # proposals not yet committed
         self._inflight_freed = asyncio.Event()
@@ -224,6 +225,7 @@ class Node:
 
     def _signal_arrivals(self) -> None:
         self._tx_arrived.set()
+        self._forward_wakeup.set()
         if self.mempool.pending_count() >= self.config.batching.max_txs:
             self._batch_full.set()
 
@@ -257,8 +259,9 @@ class Node:
             try:
                 await asyncio.wait_for(self._tx_arrived.wait(), HOUSEKEEPING_INTERVAL_S)
             except TimeoutError:
-                await self._propose_scheduled_work()
-                continue
+                if not self.mempool.pending_count():
+                    await self._propose_scheduled_work()
+                    continue
             self._tx_arrived.clear()
             if not self.consensus.is_leader():
                 continue
@@ -297,7 +300,7 @@ class Node:
             # Not committed (leadership moved): the transactions go back to the pool and on
             # to whoever leads now; one that did commit after all is dropped as a duplicate.
             self.mempool.requeue([tx.tx_id for tx in txs])
-            self._tx_arrived.set()
+            self._signal_arrivals()
 
     async def _propose_scheduled_work(self) -> None:
         """An empty batch when a contract has work due (a dividend, an offering close) and no traffic."""
@@ -317,20 +320,25 @@ class Node:
 
     async def _forward_loop(self) -> None:
         while True:
-            await self._tx_arrived.wait()
-            await asyncio.sleep(0.002)  # let a burst gather into one frame
+            try:
+                await asyncio.wait_for(self._forward_wakeup.wait(), HOUSEKEEPING_INTERVAL_S)
+            except TimeoutError:
+                pass
+            self._forward_wakeup.clear()
+            if not self.mempool.pending_count():
+                continue
             leader = self.consensus.leader()
             if not leader or leader == self.config.name:
-                await asyncio.sleep(0.05)
-                continue
+                continue  # no leader yet (or we lead: the cut loop proposes); retry on the next wake
+            await asyncio.sleep(0.002)  # let a burst gather into one frame
             txs = self.mempool.take(_now_ms(), self.config.mempool.forward_batch_txs, MAX_FORWARD_FRAME_BYTES // 2)
             if not txs:
                 continue
             if not self.transport.send(leader, TX_CHANNEL, codec.encode([tx.raw for tx in txs])):
-                self.mempool.requeue_all()
+                self.mempool.requeue([tx.tx_id for tx in txs])
                 await asyncio.sleep(0.05)
             elif self.mempool.pending_count():
-                self._tx_arrived.set()
+                self._forward_wakeup.set()
 
     # ------------------------------------------------------------ applied blocks
 
@@ -480,7 +488,7 @@ class Node:
                 self.mempool.requeue_all()
             stale_ms = REPROPOSE_AFTER_MS if leader == self.config.name else REFORWARD_AFTER_MS
             if self.mempool.requeue_stale(now, stale_ms):
-                self._tx_arrived.set()
+                self._signal_arrivals()
             for tx_id in self.mempool.expire(now):
                 self._dropped[tx_id] = (str(Reason.EXPIRED), "expired before it was ordered")
                 self._resolve(tx_id, {"tx_id": tx_id.hex(), "status": "dropped", "reason": str(Reason.EXPIRED)})
