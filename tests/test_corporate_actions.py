@@ -111,7 +111,7 @@ def test_issuer_cancels_a_dividend_before_the_record_and_gets_its_cash_back() ->
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(holdings=st.lists(st.integers(0, 500), min_size=1, max_size=8), per_unit=st.integers(1, 97),
-       moves=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(1, 50)), max_size=6),
+       moves=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 8), st.integers(1, 50)), max_size=6),
        budget=st.integers(1, 4))
 def test_dividend_pays_exactly_units_at_record_times_amount_and_accounts_for_the_rest(
     holdings: list[int], per_unit: int, moves: list[tuple[int, int, int]], budget: int
@@ -125,15 +125,17 @@ def test_dividend_pays_exactly_units_at_record_times_amount_and_accounts_for_the
         run_block(world, start + DAY_MS)
         at_record = [corporate_actions.require_action(world.view(), action_id).status]
         record_units = [holdings[0] + 1000] + holdings[1:]
-        for src, dst, qty in moves:  # trading goes on while the payment runs
-            if src < len(names) and dst < len(names):
-                world.call(names[src], "securities", "transfer", isin=isin, to=addr(names[dst]), quantity=qty)
+        for src, dst, qty in moves:  # trading goes on while the payment runs; bob buys after the record
+            target = addr(names[dst]) if dst < len(names) else addr("bob")
+            if src < len(names):
+                world.call(names[src], "securities", "transfer", isin=isin, to=target, quantity=qty)
             run_block(world, world.time_ms)
         run_until_idle(world, world.time_ms)
     finally:
         corporate_actions.MAX_PAYMENTS_PER_BLOCK = corporate_actions_budget
     assert at_record != ["declared"]
     assert cash_of(world, names) == [1_000_000 + u * per_unit for u in record_units]
+    assert world.bal("MXN", "bob").total == 1_000_000, "units bought after the record earn nothing"
     action = corporate_actions.require_action(world.view(), action_id)
     assert action.status == "completed" and action.paid_minor == per_unit * sum(record_units)
     assert world.bal("MXN", "issuer") == balances.Balance(1_000_000 - action.paid_minor, 0)
@@ -184,6 +186,34 @@ def test_a_split_preserves_every_holders_proportion_up_to_a_unit_and_the_issuer_
     assert world.bal(isin, "issuer").total < len(names)
 
 
+def test_a_split_scales_locked_units_too() -> None:
+    world, isin, names = holders_world([10, 7])
+    balances.lock(world.view(), isin, addr("h001"), 5)  # units pledged elsewhere (an order, say)
+    world.ok("issuer", "corporate_actions", "declare_split", isin=isin, ratio_to=1, ratio_from=2,
+             effective_ms=world.time_ms + 1)
+    run_until_idle(world, world.time_ms + 1)
+    assert world.bal(isin, "h001") == balances.Balance(1, 2)
+    assert world.bal(isin, "h000") == balances.Balance(505, 0)
+    assert world.bal(isin, "issuer").total == 1017 // 2 - 505 - 3
+
+
+def test_an_offering_closing_during_a_split_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(corporate_actions, "MAX_PAYMENTS_PER_BLOCK", 1)
+    world, isin, names = holders_world([4, 4, 4])
+    out = world.ok("issuer", "offerings", "open_offering", isin=isin, currency="MXN", price_minor=10, min_units=1,
+                   max_units=50, min_per_investor=1, max_per_investor=50, opens_ms=world.time_ms,
+                   closes_ms=world.time_ms + 2 * DAY_MS)
+    offering_id = out.events[0].attrs["offering_id"]
+    world.ok("h002", "offerings", "subscribe", offering_id=offering_id, units=50)
+    world.ok("issuer", "corporate_actions", "declare_split", isin=isin, ratio_to=2, ratio_from=1,
+             effective_ms=world.time_ms + DAY_MS)
+    run_block(world, world.time_ms + DAY_MS)  # the split starts converting, one holder per block
+    events = run_block(world, world.time_ms + DAY_MS)
+    assert "offering_settled" not in [e.kind for e in events], "held: the close waits"
+    run_until_idle(world, world.time_ms)
+    assert units_of(world, isin, names) == [2008, 8, 58]
+
+
 # ---------------------------------------------------------------- bonds
 
 
@@ -225,6 +255,15 @@ def test_bond_pays_each_coupon_on_its_date_and_redeems_at_maturity() -> None:
     kinds = [e.kind for e in events]
     assert kinds.index("coupon_completed") < kinds.index("redemption_started")
     assert world.bal("MXN", "issuer").locked == 0 and corporate_actions.reserve_minor(world.view(), bond) == 0
+
+
+def test_redemption_retires_locked_units_and_pays_for_them() -> None:
+    world, bond, names, dates = bond_world([4], coupons=1, rate_bps=0)
+    balances.lock(world.view(), bond, addr(names[0]), 3)
+    world.ok("bank", "cash", "mint", currency="MXN", to=addr("issuer"), amount=10**6, deposit_ref="d")
+    run_until_idle(world, dates[-1])
+    assert world.bal(bond, names[0]) == balances.Balance(0, 0)
+    assert world.bal("MXN", names[0]).total == 1_000_000 + 4 * 100_000
 
 
 def test_an_issuer_that_cannot_pay_defaults_on_the_ledger_and_holders_keep_their_bonds() -> None:
