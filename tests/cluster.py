@@ -62,10 +62,14 @@ class LocalCluster:
     def names(self) -> list[str]:
         return [n.name for n in self.genesis.nodes]
 
+    def command(self, name: str) -> list[str]:
+        """The argv that runs one node; the fault suite prefixes it to enter a network namespace."""
+        return [sys.executable, "-m", "cli.main", "node", "start", "--config", str(self.configs[name])]
+
     def start(self, name: str) -> None:
         log = open(self.configs[name].parent / "node.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "node", "start", "--config", str(self.configs[name])],
+            self.command(name),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
@@ -81,9 +85,21 @@ class LocalCluster:
             proc.send_signal(sig)
             proc.wait(30)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process keeps its sockets and memory but runs nothing, like a long GC pause."""
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for proc in self.procs.values():
