@@ -1,0 +1,380 @@
+"""The venue: one order book per security and currency, where a matching order settles DvP
+in the transaction that placed it.
+
+Part of contracts/. Methods admit, cancel and replace orders, open books and halt trading;
+begin_block expires good-till-time orders; the query functions at the end read books and
+market data. Storage is in orderbook.py, matching in matching.py, docs in docs/MARKET.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgpack
+
+from contracts import balances, compliance, market_data, orderbook, participants, securities
+from contracts.base import AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
+from contracts.cash import CURRENCY_CODE, require_currency
+from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
+from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
+from contracts.orderbook import BUY, FOK, GTT, IOC, NEW, Order, RESTING_TIFS, SELL, SIDES, TIMES_IN_FORCE
+from ledger.reasons import ContractError, InvariantViolation, Reason
+from ledger.state import Overlay, state_key
+
+NAME = "market"
+METHODS = MethodTable()
+
+LIMIT = "limit"
+MARKET = "market"  # executes at once up to its protection price, never rests
+KINDS = (LIMIT, MARKET)
+MAX_EXPIRIES_PER_BLOCK = 1_000  # bounded sweep; the rest expire lazily or in the next blocks
+MAX_DEPTH_LEVELS = 100
+MAX_OPEN_ORDERS_LISTED = 1_000
+MAX_DAY_BARS_LISTED = 366
+
+# Reason codes of the venue's refusals, in one place (docs/MARKET.md lists them).
+HALTED = Reason.INVALID_STATE  # trading in the security is halted
+OFF_TICK = Reason.INVALID_AMOUNT  # price not a multiple of the tick size, quantity not of the lot size
+NO_BOOK = Reason.NOT_FOUND
+
+
+class BookParams(NamedTuple):
+    """Per book: prices are multiples of tick_size, quantities of lot_size; tick*lot is a
+    multiple of scale (10**decimals of the security), so every trade's cash is a whole number."""
+
+    tick_size: int
+    lot_size: int
+    scale: int
+
+
+def book_key(isin: str, currency: str) -> bytes:
+    return state_key("mkt", "book", isin, currency)
+
+
+def halt_key(isin: str) -> bytes:
+    return state_key("mkt", "halt", isin)
+
+
+def get_book(ctx: Context, isin: str, currency: str) -> BookParams | None:
+    raw = ctx.state.get(book_key(isin, currency))
+    return None if raw is None else BookParams(*msgpack.unpackb(raw))
+
+
+def require_book(ctx: Context, isin: str, currency: str) -> BookParams:
+    found = get_book(ctx, isin, currency)
+    if found is None:
+        raise ContractError(NO_BOOK, f"no order book for {isin} in {currency}")
+    return found
+
+
+def is_halted(ctx: Context, isin: str) -> bool:
+    """True while an operator or regulator halts trading in the security (negotiated trades too)."""
+    return ctx.state.get(halt_key(isin)) is not None
+
+
+def require_trading(ctx: Context, isin: str) -> None:
+    if is_halted(ctx, isin):
+        raise ContractError(HALTED, f"trading in {isin} is halted")
+
+
+def _require_venue_authority(ctx: Context) -> str:
+    """An operator, or failing that an active regulator, must sign."""
+    for signer in ctx.signers:
+        if participants.is_operator(ctx, signer):
+            return signer
+    return participants.require_role_signer(ctx, participants.REGULATOR)
+
+
+def _check_params(tick_size: int, lot_size: int, scale: int) -> None:
+    if (tick_size * lot_size) % scale != 0:
+        raise ContractError(Reason.BAD_ARGUMENTS,
+                            f"tick_size x lot_size must be a multiple of {scale} so trade amounts are whole")
+
+
+def _book_empty(ctx: Context, isin: str, currency: str) -> bool:
+    return all(orderbook.best_price(ctx, isin, currency, side) is None for side in SIDES)
+
+
+# ---------------------------------------------------------------- book administration
+
+
+@METHODS.method(isin=ASSET_ID, currency=CURRENCY_CODE, tick_size=AMOUNT, lot_size=AMOUNT)
+def open_book(ctx: Context, isin: str, currency: str, tick_size: int, lot_size: int) -> None:
+    """An operator lists a security for trading against a currency, with its tick and lot sizes."""
+    operator = participants.require_operator(ctx)
+    instrument = securities.require_instrument(ctx, isin)
+    require_currency(ctx, currency)
+    if get_book(ctx, isin, currency) is not None:
+        raise ContractError(Reason.ALREADY_EXISTS, f"{isin}/{currency} already has a book")
+    scale = 10 ** instrument.decimals
+    _check_params(tick_size, lot_size, scale)
+    ctx.state.put(book_key(isin, currency), msgpack.packb((tick_size, lot_size, scale)))
+    ctx.touch(isin)
+    ctx.emit("book_opened", isin=isin, currency=currency, tick_size=tick_size, lot_size=lot_size, by=operator)
+
+
+@METHODS.method(isin=ASSET_ID, currency=CURRENCY_CODE, tick_size=AMOUNT, lot_size=AMOUNT)
+def set_book_params(ctx: Context, isin: str, currency: str, tick_size: int, lot_size: int) -> None:
+    """An operator changes tick and lot sizes of an empty book (resting orders were sized by
+    the old ones, so a change with orders resting could make a trade amount fractional)."""
+    operator = participants.require_operator(ctx)
+    params = require_book(ctx, isin, currency)
+    _check_params(tick_size, lot_size, params.scale)
+    if not _book_empty(ctx, isin, currency):
+        raise ContractError(Reason.INVALID_STATE, f"{isin}/{currency} has resting orders")
+    ctx.state.put(book_key(isin, currency), msgpack.packb((tick_size, lot_size, params.scale)))
+    ctx.touch(isin)
+    ctx.emit("book_params_set", isin=isin, currency=currency, tick_size=tick_size, lot_size=lot_size, by=operator)
+
+
+@METHODS.method(isin=ASSET_ID, reason=TEXT)
+def halt_trading(ctx: Context, isin: str, reason: str) -> None:
+    """An operator or regulator halts trading in a security: no new orders, no matching, no
+    negotiated trades; cancels and expiries still release what orders hold."""
+    by = _require_venue_authority(ctx)
+    securities.require_instrument(ctx, isin)
+    if is_halted(ctx, isin):
+        raise ContractError(Reason.INVALID_STATE, f"trading in {isin} is already halted")
+    ctx.put(halt_key(isin), {"by": by, "reason": reason, "height": ctx.block.height})
+    ctx.touch(isin)
+    ctx.emit("trading_halted", isin=isin, reason=reason, by=by)
+
+
+@METHODS.method(isin=ASSET_ID, reason=TEXT)
+def resume_trading(ctx: Context, isin: str, reason: str) -> None:
+    by = _require_venue_authority(ctx)
+    if not is_halted(ctx, isin):
+        raise ContractError(Reason.INVALID_STATE, f"trading in {isin} is not halted")
+    ctx.delete(halt_key(isin))
+    ctx.touch(isin)
+    ctx.emit("trading_resumed", isin=isin, reason=reason, by=by)
+
+
+# ---------------------------------------------------------------- orders
+
+
+class OrderRequest(NamedTuple):
+    isin: str
+    currency: str
+    side: str
+    quantity: int
+    price: int
+    tif: str
+    kind: str
+    expires_at_ms: int
+    client_ref: str
+
+
+def _check_request(ctx: Context, request: OrderRequest, params: BookParams) -> None:
+    if request.price % params.tick_size != 0:
+        raise ContractError(OFF_TICK, f"price {request.price} is not a multiple of the tick {params.tick_size}")
+    if request.quantity % params.lot_size != 0:
+        raise ContractError(OFF_TICK, f"quantity {request.quantity} is not a multiple of the lot {params.lot_size}")
+    if request.kind == MARKET and request.tif not in (IOC, FOK):
+        raise ContractError(Reason.BAD_ARGUMENTS, "a market order is ioc or fok (it never rests)")
+    if (request.tif == GTT) != (request.expires_at_ms != orderbook.NO_EXPIRY):
+        raise ContractError(Reason.BAD_ARGUMENTS, "expires_at_ms is given exactly when time_in_force is gtt")
+    if request.tif == GTT and request.expires_at_ms <= ctx.block.time_ms:
+        raise ContractError(Reason.BAD_ARGUMENTS, "expires_at_ms must be after the block time")
+    if notional(request.price, request.quantity, params.scale) > balances.MAX_AMOUNT:
+        raise ContractError(Reason.INVALID_AMOUNT, "price x quantity exceeds the largest amount")
+
+
+def _check_taker(ctx: Context, owner: str, request: OrderRequest, scale: int) -> securities.Instrument:
+    """The rules of the placing account's own side, and that it can pay for the whole order."""
+    instrument = securities.require_instrument(ctx, request.isin)
+    if instrument.paused:
+        raise ContractError(Reason.ASSET_PAUSED, f"{request.isin} is paused")
+    if request.side == BUY:
+        securities.check_receiver(ctx, instrument, owner)
+        compliance.check_spendable(ctx, owner, request.currency,
+                                   notional(request.price, request.quantity, scale))
+    else:
+        if ctx.block.time_ms < instrument.lockup_until_ms:
+            raise ContractError(Reason.LOCKED_UP, f"{request.isin} is locked up until {instrument.lockup_until_ms}")
+        participants.require_eligible(ctx, owner, Reason.SENDER_NOT_ELIGIBLE)
+        compliance.check_not_frozen(ctx, owner, request.currency)
+        compliance.check_spendable(ctx, owner, request.isin, request.quantity)
+    return instrument
+
+
+def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
+    """Admit an order, match it, then rest, cancel or kill what is left; returns its final form."""
+    params = require_book(ctx, request.isin, request.currency)
+    require_trading(ctx, request.isin)
+    _check_request(ctx, request, params)
+    instrument = _check_taker(ctx, owner, request, params.scale)
+    spec = BookSpec(request.isin, request.currency, params.scale, instrument.qualified_only)
+    order = Order(orderbook.next_order_id(ctx), request.isin, request.currency, request.side, owner,
+                  request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms, NEW,
+                  request.client_ref)
+    ctx.touch(owner)
+    ctx.emit("order_placed", order_id=order.order_id, isin=order.isin, currency=order.currency, side=order.side,
+             owner=owner, price=order.price, quantity=order.quantity, time_in_force=order.tif, order_type=request.kind,
+             expires_at_ms=order.expires_at_ms, client_ref=order.client_ref)
+    result = _match_fok(ctx, spec, order) if order.tif == FOK else _match(ctx, spec, order)
+    return _finish(ctx, spec, result)
+
+
+def _match(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
+    recorder = TradeRecorder(ctx, spec.isin, spec.currency)
+    result = match(ctx, spec, order, recorder)
+    recorder.flush()
+    return result
+
+
+def _match_fok(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
+    """Match on a child overlay and keep it only if the order filled completely."""
+    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    result = _match(child, spec, order)
+    if result.taker.remaining > 0:
+        return MatchResult(order)
+    child.state.merge_into(ctx.state)
+    ctx.events.extend(child.events)
+    ctx.event_subjects.extend(child.event_subjects)
+    ctx.touched.extend(child.touched)
+    return result
+
+
+def _finish(ctx: Context, spec: BookSpec, result: MatchResult) -> Order:
+    order = result.taker
+    if order.remaining == 0:
+        ctx.emit("order_filled", order_id=order.order_id, owner=order.owner, quantity=order.quantity)
+        return order
+    if order.tif == FOK:
+        order = order._replace(status=orderbook.advance(order.status, orderbook.KILL))
+        ctx.emit("order_killed", order_id=order.order_id, owner=order.owner, remaining=order.remaining)
+        return order
+    if order.tif not in RESTING_TIFS or result.stopped:
+        why = result.stopped or "not_resting"
+        order = order._replace(status=orderbook.advance(order.status, orderbook.CANCEL))
+        ctx.emit("order_cancelled", order_id=order.order_id, isin=order.isin, currency=order.currency,
+                 owner=order.owner, remaining=order.remaining, status=order.status, why=why)
+        return order
+    order = order._replace(status=orderbook.advance(order.status, orderbook.REST))
+    if order.side == BUY:
+        balances.lock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale))
+    else:
+        balances.lock(ctx, spec.isin, order.owner, order.remaining)
+    order = orderbook.rest(ctx, order)
+    ctx.emit("order_rested", order_id=order.order_id, owner=order.owner, price=order.price,
+             remaining=order.remaining, status=order.status)
+    return order
+
+
+@METHODS.method(optional=("time_in_force", "kind", "expires_at_ms", "client_ref"),
+                isin=ASSET_ID, currency=CURRENCY_CODE, side=one_of(*SIDES), quantity=AMOUNT, price=AMOUNT,
+                time_in_force=one_of(*TIMES_IN_FORCE), kind=one_of(*KINDS), expires_at_ms=UINT, client_ref=TEXT)
+def place_order(ctx: Context, isin: str, currency: str, side: str, quantity: int, price: int,
+                time_in_force: str = orderbook.GTC, kind: str = LIMIT, expires_at_ms: int = orderbook.NO_EXPIRY,
+                client_ref: str = "") -> None:
+    """Place an order. `price` is the limit (for a market order, its protection price) in
+    currency minor units per whole security unit; `quantity` is in security minor units."""
+    place(ctx, ctx.sender, OrderRequest(isin, currency, side, quantity, price, time_in_force, kind,
+                                        expires_at_ms, client_ref))
+
+
+@METHODS.method(order_id=AMOUNT)
+def cancel_order(ctx: Context, order_id: int) -> None:
+    """The owner cancels its resting order; what it held is released. Allowed during a halt."""
+    order = orderbook.find(ctx, ctx.sender, order_id)
+    params = require_book(ctx, order.isin, order.currency)
+    take_off_book(ctx, BookSpec(order.isin, order.currency, params.scale), order, orderbook.CANCEL, "by_owner")
+
+
+@METHODS.method(optional=("expires_at_ms",), order_id=AMOUNT, quantity=AMOUNT, price=AMOUNT, expires_at_ms=UINT)
+def replace_order(ctx: Context, order_id: int, quantity: int, price: int,
+                  expires_at_ms: int = orderbook.NO_EXPIRY) -> None:
+    """Cancel a resting order and place a new one of the same side and time in force, atomically.
+
+    The new order gets a new id and joins the back of its price level (it loses priority).
+    """
+    owner = ctx.sender
+    old = orderbook.find(ctx, owner, order_id)
+    params = require_book(ctx, old.isin, old.currency)
+    take_off_book(ctx, BookSpec(old.isin, old.currency, params.scale), old, orderbook.CANCEL, "replaced")
+    place(ctx, owner, OrderRequest(old.isin, old.currency, old.side, quantity, price, old.tif, LIMIT,
+                                   expires_at_ms if old.tif == GTT else orderbook.NO_EXPIRY, old.client_ref))
+
+
+# ---------------------------------------------------------------- scheduled work
+
+
+def begin_block(ctx: Context) -> None:
+    """Expire good-till-time orders due at this block's time, at most MAX_EXPIRIES_PER_BLOCK."""
+    specs: dict[tuple[str, str], BookSpec] = {}
+    for order_id in orderbook.due_expiries(ctx, ctx.block.time_ms, MAX_EXPIRIES_PER_BLOCK):
+        order = orderbook.get_order(ctx, order_id)
+        if order is None:
+            raise InvariantViolation(f"an expiry entry points at no order ({order_id})")
+        pair = (order.isin, order.currency)
+        if pair not in specs:
+            specs[pair] = BookSpec(order.isin, order.currency, require_book(ctx, *pair).scale)
+        take_off_book(ctx, specs[pair], order, orderbook.EXPIRE)
+
+
+def next_due_ms(ctx: Context) -> int | None:
+    """When the next good-till-time order expires (the node proposes a block by then)."""
+    return orderbook.next_expiry_ms(ctx)
+
+
+# ---------------------------------------------------------------- queries (pure functions of the state)
+
+
+class DepthLevel(NamedTuple):
+    price: int
+    quantity: int
+    orders: int
+
+
+class Depth(NamedTuple):
+    bids: list[DepthLevel]  # best (highest) first
+    asks: list[DepthLevel]  # best (lowest) first
+
+
+def depth(ctx: Context, isin: str, currency: str, levels: int = 10) -> Depth:
+    """Quantity and order count per price level, best first, at most `levels` per side.
+
+    Orders past their expiry count until the block-start sweep (or a match) removes them.
+    """
+    levels = max(0, min(levels, MAX_DEPTH_LEVELS))
+    return Depth(_side_levels(ctx, isin, currency, BUY, levels), _side_levels(ctx, isin, currency, SELL, levels))
+
+
+def _side_levels(ctx: Context, isin: str, currency: str, side: str, levels: int) -> list[DepthLevel]:
+    out: list[DepthLevel] = []
+    for price, level in orderbook.levels(ctx, isin, currency, side):
+        if len(out) >= levels:
+            break
+        out.append(DepthLevel(price, level.quantity, level.orders))
+    return out
+
+
+def open_orders(ctx: Context, account: str, limit: int = 100) -> list[Order]:
+    """An account's resting orders across all books, oldest first."""
+    return list(orderbook.account_orders(ctx, account, max(0, min(limit, MAX_OPEN_ORDERS_LISTED))))
+
+
+def trades(ctx: Context, isin: str, currency: str, limit: int = 100) -> list[Trade]:
+    """The trade tape, newest first (the latest market_data.MAX_TAPE_TRADES are kept in state)."""
+    return market_data.tape(ctx, isin, currency, max(0, limit))
+
+
+def last_price(ctx: Context, isin: str, currency: str) -> int | None:
+    found: BookStats = market_data.stats(ctx, isin, currency)
+    return found.last_price if found.last_price else None
+
+
+def daily_bars(ctx: Context, isin: str, currency: str, first_day: int, last_day: int) -> list[DayBar]:
+    """Open/high/low/close and volume per UTC day with trades, days as days since 1970-01-01."""
+    last_day = min(last_day, first_day + MAX_DAY_BARS_LISTED - 1)
+    out = []
+    for day in range(first_day, last_day + 1):
+        bar = market_data.day_bar(ctx, isin, currency, day)
+        if bar is not None:
+            out.append(bar)
+    return out
+
+
+def book_params(ctx: Context, isin: str, currency: str) -> BookParams | None:
+    return get_book(ctx, isin, currency)

@@ -1,0 +1,165 @@
+"""Price-time matching: an incoming order against the opposite side of its book, settled DvP.
+
+Part of contracts/ (the venue). market.py admits an order and calls `match`; every fill
+moves securities and cash for both sides through settlement.settle_legs in this same call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts import balances, compliance, orderbook, participants, settlement
+from contracts.base import Context
+from contracts.market_data import TradeRecorder
+from contracts.orderbook import BUY, SELL, Order
+from ledger.reasons import ContractError, Reason, require
+
+MAX_MATCH_STEPS = 1_000  # resting orders one incoming order may visit (fills, expiries, skips)
+
+SELF_TRADE = "self_trade"
+MAKER_INELIGIBLE = "maker_ineligible"
+STEP_LIMIT = "step_limit"
+
+
+@dataclass(frozen=True)
+class BookSpec:
+    """What matching needs to know of a book: its assets and the price scale of the security."""
+
+    isin: str
+    currency: str
+    scale: int  # 10 ** security decimals: price is per whole unit, quantity in minor units
+    qualified_only: bool = False
+
+
+def notional(price: int, quantity: int, scale: int) -> int:
+    """Cash for `quantity` minor units at `price` per whole unit; exact by the book's tick/lot rule."""
+    amount, rest = divmod(price * quantity, scale)
+    require(rest == 0, f"price {price} x quantity {quantity} is not a whole number of cash units")
+    return amount
+
+
+def release(ctx: Context, spec: BookSpec, order: Order) -> None:
+    """Unlock what a resting order still holds (its remaining quantity, or the cash for it)."""
+    if order.side == BUY:
+        balances.unlock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale))
+    else:
+        balances.unlock(ctx, spec.isin, order.owner, order.remaining)
+
+
+def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: str = "") -> None:
+    """Remove a resting order that will not trade (cancel or expiry) and release its locks."""
+    status = orderbook.advance(order.status, event)
+    orderbook.remove(ctx, order)
+    release(ctx, spec, order)
+    ctx.touch(order.owner)
+    kind = "order_expired" if event == orderbook.EXPIRE else "order_cancelled"
+    ctx.emit(kind, order_id=order.order_id, isin=order.isin, currency=order.currency, owner=order.owner,
+             remaining=order.remaining, status=status, why=why)
+
+
+@dataclass
+class MatchResult:
+    taker: Order
+    filled: int = 0
+    stopped: str = ""  # why matching stopped early (self-trade or step bound), if it did
+    trade_ids: list[int] = field(default_factory=list)
+
+
+class _Eligibility:
+    """Whether a maker may still trade, asked once per account per incoming order."""
+
+    def __init__(self, ctx: Context, spec: BookSpec) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.known: dict[str, bool] = {}
+
+    def ok(self, maker: Order) -> bool:
+        found = self.known.get(maker.owner)
+        if found is None:
+            found = self._check(maker)
+            self.known[maker.owner] = found
+        return found
+
+    def _check(self, maker: Order) -> bool:
+        found = participants.get(self.ctx, maker.owner)
+        if found is None or not found.active:
+            return False
+        if maker.side == BUY and not (found.has_role(participants.INVESTOR)
+                                      and (found.qualified or not self.spec.qualified_only)):
+            return False
+        return not (compliance.is_frozen(self.ctx, maker.owner, self.spec.isin)
+                    or compliance.is_frozen(self.ctx, maker.owner, self.spec.currency))
+
+
+def crosses(taker: Order, maker_price: int) -> bool:
+    return maker_price <= taker.price if taker.side == BUY else maker_price >= taker.price
+
+
+def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -> MatchResult:
+    """Fill `taker` against the opposite side, best price first and oldest first within a price.
+
+    The taker pays from its free balance (checked at entry); makers pay from what they locked.
+    Trades happen at the maker's price. Expired makers met on the way are expired, makers of the
+    same account are cancelled (self-trade prevention: the resting order goes), and makers that
+    can no longer trade (suspended, frozen) are cancelled. At most MAX_MATCH_STEPS makers are
+    visited; `stopped` says so, and the caller must not rest a remainder that could cross.
+    """
+    result = MatchResult(taker)
+    opposite = SELL if taker.side == BUY else BUY
+    eligible = _Eligibility(ctx, spec)
+    now_ms = ctx.block.time_ms
+    for _ in range(MAX_MATCH_STEPS):
+        if result.taker.remaining == 0:
+            return result
+        maker = orderbook.best_order(ctx, spec.isin, spec.currency, opposite)
+        if maker is None or not crosses(result.taker, maker.price):
+            return result
+        if maker.expired_at(now_ms):
+            take_off_book(ctx, spec, maker, orderbook.EXPIRE)
+        elif maker.owner == taker.owner:
+            take_off_book(ctx, spec, maker, orderbook.CANCEL, SELF_TRADE)
+        elif not eligible.ok(maker):
+            take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
+        else:
+            _fill(ctx, spec, maker, result, recorder)
+    if result.taker.remaining > 0:
+        maker = orderbook.best_order(ctx, spec.isin, spec.currency, opposite)
+        if maker is not None and crosses(result.taker, maker.price):
+            result.stopped = STEP_LIMIT
+    return result
+
+
+def _fill(ctx: Context, spec: BookSpec, maker: Order, result: MatchResult,
+          recorder: TradeRecorder) -> None:
+    taker = result.taker
+    quantity = min(taker.remaining, maker.remaining)
+    price = maker.price
+    amount = notional(price, quantity, spec.scale)
+    buy, sell = (taker, maker) if taker.side == BUY else (maker, taker)
+    try:
+        settlement.settle_legs(ctx, [
+            settlement.Leg(spec.isin, sell.owner, buy.owner, quantity, sell is maker),
+            settlement.Leg(spec.currency, buy.owner, sell.owner, amount, buy is maker),
+        ])
+    except ContractError as exc:
+        # A resting buyer the security's holder limit now shuts out must not block the book;
+        # any other refusal is the incoming order's and refuses it whole.
+        if exc.reason == Reason.MAX_HOLDERS_REACHED and buy is maker:
+            take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
+            return
+        raise
+    left = maker.remaining - quantity
+    maker_status = orderbook.advance(maker.status, orderbook.FILL_ALL if left == 0 else orderbook.FILL_SOME)
+    if left == 0:
+        orderbook.remove(ctx, maker)
+    else:
+        orderbook.reduce(ctx, maker, quantity, maker_status)
+    taker_left = taker.remaining - quantity
+    taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
+    result.taker = taker._replace(remaining=taker_left, status=taker_status)
+    result.filled += quantity
+    trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
+    result.trade_ids.append(trade.trade_id)
+    ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
+             quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,
+             sell_order=sell.order_id, aggressor=taker.side, maker_status=maker_status, time_ms=trade.time_ms)

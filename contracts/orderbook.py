@@ -1,0 +1,367 @@
+"""The order book's state: price levels in priority order, each a queue of resting orders.
+
+Part of contracts/ (the venue). market.py and matching.py store, find and remove orders only
+through this module; it also holds the order lifecycle as one transition table.
+
+Layout (docs/MARKET.md): per book side a pointer to the best price; one record per price
+level, keyed so that a forward scan meets the best level first (bids by MAX_PRICE - price,
+asks by price), holding the level's first and last order and its totals; one record per order
+linked to its neighbours in the level's time queue. Matching, resting and cancelling are then
+point reads and writes; only emptying the best level scans, to find the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import msgpack
+
+from contracts.base import MAX_AMOUNT, Context
+from ledger.reasons import ContractError, InvariantViolation, Reason, require
+from ledger.state import prefix_of, state_key
+
+BUY = "buy"
+SELL = "sell"
+SIDES = (BUY, SELL)
+
+GTC = "gtc"  # good till cancelled
+GTT = "gtt"  # good till a block time
+IOC = "ioc"  # immediate or cancel
+FOK = "fok"  # fill or kill
+TIMES_IN_FORCE = (GTC, GTT, IOC, FOK)
+RESTING_TIFS = (GTC, GTT)
+
+MAX_PRICE = MAX_AMOUNT
+NO_EXPIRY = 0
+NO_ORDER = 0  # order ids start at 1
+ID_BYTES = 8
+
+# ---------------------------------------------------------------- lifecycle (STYLE.md §6)
+
+NEW = "new"  # entered, being matched as the taker
+OPEN = "open"  # resting, nothing filled
+PARTIAL = "partial"  # resting or matching, something filled
+FILLED = "filled"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+KILLED = "killed"
+
+FILL_SOME = "fill_some"
+FILL_ALL = "fill_all"
+REST = "rest"
+CANCEL = "cancel"
+EXPIRE = "expire"
+KILL = "kill"
+
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (NEW, FILL_SOME): PARTIAL,
+    (NEW, FILL_ALL): FILLED,
+    (NEW, REST): OPEN,
+    (NEW, CANCEL): CANCELLED,  # IOC/market remainder, or the match step bound
+    (NEW, KILL): KILLED,  # FOK that could not fill completely
+    (PARTIAL, FILL_SOME): PARTIAL,
+    (PARTIAL, FILL_ALL): FILLED,
+    (PARTIAL, REST): PARTIAL,
+    (PARTIAL, CANCEL): CANCELLED,
+    (PARTIAL, EXPIRE): EXPIRED,
+    (OPEN, FILL_SOME): PARTIAL,
+    (OPEN, FILL_ALL): FILLED,
+    (OPEN, CANCEL): CANCELLED,
+    (OPEN, EXPIRE): EXPIRED,
+}
+RESTING_STATUSES = (OPEN, PARTIAL)
+
+
+def advance(status: str, event: str) -> str:
+    """The next status; a pair outside the table is a bug of ours (users cannot reach one)."""
+    found = TRANSITIONS.get((status, event))
+    if found is None:
+        raise InvariantViolation(f"order cannot go from {status} on {event}")
+    return found
+
+
+# ---------------------------------------------------------------- records
+
+
+class Order(NamedTuple):
+    """One order. Prices are currency minor units per whole security unit; quantities are
+    security minor units; `remaining` is what is still open (for a resting buy, exactly
+    notional(price, remaining) cash is locked; for a resting sell, `remaining` securities).
+    `prev_id`/`next_id` link a resting order to its neighbours in its price level's queue."""
+
+    order_id: int
+    isin: str
+    currency: str
+    side: str
+    owner: str
+    price: int
+    quantity: int
+    remaining: int
+    tif: str
+    expires_at_ms: int
+    status: str
+    client_ref: str
+    prev_id: int = NO_ORDER
+    next_id: int = NO_ORDER
+
+    def pack(self) -> bytes:
+        # Plain msgpack of ints and strs is byte-identical to codec.encode; only this module
+        # writes these keys, so reads skip the codec's re-encoding check (the hot path).
+        return msgpack.packb(self, use_bin_type=True)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Order":
+        return cls._make(msgpack.unpackb(raw, raw=False))
+
+    def expired_at(self, time_ms: int) -> bool:
+        return self.expires_at_ms != NO_EXPIRY and time_ms >= self.expires_at_ms
+
+    def to_json(self) -> dict[str, object]:
+        public = self._asdict()
+        del public["prev_id"], public["next_id"]
+        return public
+
+
+class Level(NamedTuple):
+    """A price level: its queue ends (oldest first) and what rests there."""
+
+    head_id: int
+    tail_id: int
+    quantity: int
+    orders: int
+
+
+# ---------------------------------------------------------------- keys
+
+
+def side_prefix(isin: str, currency: str, side: str) -> bytes:
+    return prefix_of("mkt", "bid" if side == BUY else "ask", isin, currency)
+
+
+def level_key(prefix: bytes, side: str, price: int) -> bytes:
+    rank = MAX_PRICE - price if side == BUY else price
+    return prefix + rank.to_bytes(8, "big")
+
+
+def price_of_level_key(key: bytes, prefix: bytes, side: str) -> int:
+    rank = int.from_bytes(key[len(prefix):], "big")
+    return MAX_PRICE - rank if side == BUY else rank
+
+
+def best_key(isin: str, currency: str, side: str) -> bytes:
+    return state_key("mkt", "best", isin, currency, side)
+
+
+ORDER_PREFIX = prefix_of("mkt", "ord")
+EXPIRY_PREFIX = prefix_of("mkt", "exp")
+SEQUENCE_KEY = state_key("mkt", "seq")
+
+
+def order_key(order_id: int) -> bytes:
+    return ORDER_PREFIX + order_id.to_bytes(ID_BYTES, "big")
+
+
+def account_prefix(owner: str) -> bytes:
+    return prefix_of("mkt", "acct", owner)
+
+
+def account_key(owner: str, order_id: int) -> bytes:
+    return account_prefix(owner) + order_id.to_bytes(ID_BYTES, "big")
+
+
+def expiry_key(expires_at_ms: int, order_id: int) -> bytes:
+    return EXPIRY_PREFIX + expires_at_ms.to_bytes(8, "big") + order_id.to_bytes(ID_BYTES, "big")
+
+
+def _int(raw: bytes | None) -> int | None:
+    return None if raw is None else msgpack.unpackb(raw)
+
+
+_ONE = msgpack.packb(1)
+
+
+# ---------------------------------------------------------------- reads
+
+
+def next_order_id(ctx: Context) -> int:
+    """Order ids come from one counter: deterministic, and their order is time priority."""
+    order_id = (_int(ctx.state.get(SEQUENCE_KEY)) or 0) + 1
+    ctx.state.put(SEQUENCE_KEY, msgpack.packb(order_id))
+    return order_id
+
+
+def get_order(ctx: Context, order_id: int) -> Order | None:
+    raw = ctx.state.get(order_key(order_id))
+    return None if raw is None else Order.unpack(raw)
+
+
+def find(ctx: Context, owner: str, order_id: int) -> Order:
+    """An owner's resting order; NOT_FOUND if it is not resting (filled, ended, or not theirs)."""
+    found = get_order(ctx, order_id)
+    if found is None or found.owner != owner:
+        raise ContractError(Reason.NOT_FOUND, f"no open order {order_id} of {owner}")
+    return found
+
+
+def best_price(ctx: Context, isin: str, currency: str, side: str) -> int | None:
+    return _int(ctx.state.get(best_key(isin, currency, side)))
+
+
+def get_level(ctx: Context, isin: str, currency: str, side: str, price: int) -> Level | None:
+    raw = ctx.state.get(level_key(side_prefix(isin, currency, side), side, price))
+    return None if raw is None else Level._make(msgpack.unpackb(raw))
+
+
+def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | None:
+    """The order with priority on one side: oldest at the best price."""
+    price = best_price(ctx, isin, currency, side)
+    if price is None:
+        return None
+    level = get_level(ctx, isin, currency, side, price)
+    require(level is not None, f"best {side} price {price} has no level")
+    head = get_order(ctx, level.head_id)  # type: ignore[union-attr]
+    require(head is not None, "a level's head order is missing")
+    return head
+
+
+def levels(ctx: Context, isin: str, currency: str, side: str) -> Iterator[tuple[int, Level]]:
+    """(price, level) best first. Callers bound it."""
+    prefix = side_prefix(isin, currency, side)
+    for key, raw in ctx.state.iter_prefix(prefix):
+        yield price_of_level_key(key, prefix, side), Level._make(msgpack.unpackb(raw))
+
+
+def level_orders(ctx: Context, level: Level, limit: int) -> Iterator[Order]:
+    """A level's orders, oldest first, at most `limit`."""
+    order_id = level.head_id
+    for _ in range(limit):
+        if order_id == NO_ORDER:
+            return
+        order = get_order(ctx, order_id)
+        require(order is not None, f"order {order_id} is linked but missing")
+        yield order  # type: ignore[misc]
+        order_id = order.next_id  # type: ignore[union-attr]
+
+
+def account_orders(ctx: Context, owner: str, limit: int) -> Iterator[Order]:
+    """An account's resting orders, oldest first, at most `limit`."""
+    prefix = account_prefix(owner)
+    for count, (key, _) in enumerate(ctx.state.iter_prefix(prefix)):
+        if count >= limit:
+            return
+        order = get_order(ctx, int.from_bytes(key[len(prefix):], "big"))
+        require(order is not None, "an account index entry points at no order")
+        yield order  # type: ignore[misc]
+
+
+def due_expiries(ctx: Context, time_ms: int, limit: int) -> list[int]:
+    """Ids of up to `limit` resting orders whose expiry is at or before time_ms, soonest first."""
+    due = []
+    start = len(EXPIRY_PREFIX)
+    for key, _ in ctx.state.iter_prefix(EXPIRY_PREFIX):
+        if len(due) >= limit or int.from_bytes(key[start:start + 8], "big") > time_ms:
+            break
+        due.append(int.from_bytes(key[start + 8:], "big"))
+    return due
+
+
+def next_expiry_ms(ctx: Context) -> int | None:
+    for key, _ in ctx.state.iter_prefix(EXPIRY_PREFIX):
+        return int.from_bytes(key[len(EXPIRY_PREFIX):len(EXPIRY_PREFIX) + 8], "big")
+    return None
+
+
+# ---------------------------------------------------------------- writes
+
+
+def _put_level(ctx: Context, key: bytes, level: Level) -> None:
+    ctx.state.put(key, msgpack.packb(level))
+
+
+def rest(ctx: Context, order: Order) -> Order:
+    """Append an order to the back of its price level; index it by owner and expiry time."""
+    state = ctx.state
+    prefix = side_prefix(order.isin, order.currency, order.side)
+    key = level_key(prefix, order.side, order.price)
+    raw = state.get(key)
+    if raw is None:
+        order = order._replace(prev_id=NO_ORDER, next_id=NO_ORDER)
+        _put_level(ctx, key, Level(order.order_id, order.order_id, order.remaining, 1))
+        best = best_price(ctx, order.isin, order.currency, order.side)
+        if best is None or (order.price > best if order.side == BUY else order.price < best):
+            state.put(best_key(order.isin, order.currency, order.side), msgpack.packb(order.price))
+    else:
+        level = Level._make(msgpack.unpackb(raw))
+        tail = get_order(ctx, level.tail_id)
+        require(tail is not None, "a level's tail order is missing")
+        state.put(order_key(tail.order_id), tail._replace(next_id=order.order_id).pack())  # type: ignore[union-attr]
+        order = order._replace(prev_id=level.tail_id, next_id=NO_ORDER)
+        _put_level(ctx, key, Level(level.head_id, order.order_id, level.quantity + order.remaining,
+                                   level.orders + 1))
+    state.put(order_key(order.order_id), order.pack())
+    state.put(account_key(order.owner, order.order_id), _ONE)
+    if order.expires_at_ms != NO_EXPIRY:
+        state.put(expiry_key(order.expires_at_ms, order.order_id), _ONE)
+    return order
+
+
+def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
+    """A resting order after a partial fill: it keeps its place in the queue."""
+    prefix = side_prefix(order.isin, order.currency, order.side)
+    key = level_key(prefix, order.side, order.price)
+    level = Level._make(msgpack.unpackb(ctx.state.get(key)))
+    _put_level(ctx, key, level._replace(quantity=level.quantity - filled))
+    reduced = order._replace(remaining=order.remaining - filled, status=status)
+    ctx.state.put(order_key(order.order_id), reduced.pack())
+    return reduced
+
+
+def remove(ctx: Context, order: Order) -> None:
+    """Unlink an order from its level (dropping the level, and moving the best price, if it
+    empties) and from the owner and expiry indexes."""
+    state = ctx.state
+    prefix = side_prefix(order.isin, order.currency, order.side)
+    key = level_key(prefix, order.side, order.price)
+    raw = state.get(key)
+    require(raw is not None, f"order {order.order_id} rests at a missing level")
+    level = Level._make(msgpack.unpackb(raw))
+    head, tail = level.head_id, level.tail_id
+    if order.prev_id == NO_ORDER:
+        head = order.next_id
+    else:
+        _relink(ctx, order.prev_id, next_id=order.next_id)
+    if order.next_id == NO_ORDER:
+        tail = order.prev_id
+    else:
+        _relink(ctx, order.next_id, prev_id=order.prev_id)
+    if level.orders == 1:
+        state.delete(key)
+        if best_price(ctx, order.isin, order.currency, order.side) == order.price:
+            _move_best(ctx, order, prefix)
+    else:
+        _put_level(ctx, key, Level(head, tail, level.quantity - order.remaining, level.orders - 1))
+    state.delete(order_key(order.order_id))
+    state.delete(account_key(order.owner, order.order_id))
+    if order.expires_at_ms != NO_EXPIRY:
+        state.delete(expiry_key(order.expires_at_ms, order.order_id))
+
+
+def _relink(ctx: Context, order_id: int, **link: int) -> None:
+    neighbour = get_order(ctx, order_id)
+    require(neighbour is not None, f"linked order {order_id} is missing")
+    ctx.state.put(order_key(order_id), neighbour._replace(**link).pack())  # type: ignore[union-attr]
+
+
+def _move_best(ctx: Context, order: Order, prefix: bytes) -> None:
+    """The best level emptied: the next level in key order (its key is already deleted) is best."""
+    key = best_key(order.isin, order.currency, order.side)
+    for level_at, _ in ctx.state.iter_prefix(prefix):
+        ctx.state.put(key, msgpack.packb(price_of_level_key(level_at, prefix, order.side)))
+        return
+    ctx.state.delete(key)
+
+
+def check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ContractError(Reason.BAD_ARGUMENTS, f"side must be one of {SIDES}")

@@ -1,0 +1,57 @@
+"""The venue through the real executor and LevelDB store: an order that matches settles in
+the block that carries it, expiries run as block-start work, and the benchmark runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts import market
+from contracts.base import BlockContext, Context
+from contracts.market_bench import (
+    CURRENCY, _network, _setup, _Signer, run_market_bench,
+)
+from contracts.registry import default_registry
+from ledger.executor import Executor
+from ledger.state import Overlay
+from ledger.store import LedgerStore
+
+
+def _order(sign: _Signer, who, isin: str, side: str, price: int, **extra: object):  # type: ignore[no-untyped-def]
+    return sign(who, "market", "place_order", {"isin": isin, "currency": CURRENCY, "side": side, "quantity": 10,
+                                               "price": price, **extra})
+
+
+def test_trade_and_settlement_share_one_block_and_expiry_is_block_start_work(tmp_path: Path) -> None:
+    net = _network()
+    sign = _Signer(net.sandbox)
+    store = LedgerStore(tmp_path / "ledger")
+    try:
+        executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False)
+        executor.init_genesis()
+        isin, raft_index = _setup(executor, net, sign)
+        maker, taker = net.makers[0], net.takers[0]
+        start_ms = store.position.time_ms
+        expires = start_ms + 10_000
+        batch = [_order(sign, maker, isin, "sell", 500), _order(sign, taker, isin, "buy", 500),
+                 _order(sign, maker, isin, "buy", 400, time_in_force="gtt", expires_at_ms=expires)]
+        applied = executor.apply(net.sandbox.batch(batch, start_ms), raft_index + 1, 1)
+        assert applied is not None and all(r.valid for r in applied.block.receipts)
+        trade = [e for e in applied.block.receipts[1].events if e.kind == "trade"]
+        assert [(t.attrs["seller"], t.attrs["buyer"], t.attrs["price"]) for t in trade] == \
+            [(maker.address, taker.address, 500)]
+        ctx = Context(Overlay(store.state), BlockContext(net.sandbox.chain_id, 0, start_ms), None, ())
+        assert market.next_due_ms(ctx) == expires
+        later = executor.apply(net.sandbox.batch([], expires), raft_index + 2, 1)
+        assert later is not None
+        assert [e.kind for e in later.block.system_events] == ["order_expired"]
+        ctx = Context(Overlay(store.state), BlockContext(net.sandbox.chain_id, 0, expires), None, ())
+        assert market.open_orders(ctx, maker.address) == []
+        assert market.next_due_ms(ctx) is None
+    finally:
+        store.close()
+
+
+def test_the_market_benchmark_runs_against_a_resting_book() -> None:
+    result = run_market_bench(orders=200, resting=400, batch_size=100, sync=False)
+    assert result["trades"] == 100  # every other order crosses and fills exactly one resting order
+    assert result["orders_per_s"] > 0
