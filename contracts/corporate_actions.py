@@ -13,7 +13,7 @@ from typing import Any
 from contracts import balances, cash, entitlements, participants, schedule, securities
 from contracts.base import AMOUNT, ASSET_ID, MAX_AMOUNT, UINT, Context, MethodTable
 from contracts.cash import CURRENCY_CODE
-from ledger.reasons import ContractError, Reason, require
+from ledger.reasons import ContractError, InvariantViolation, Reason, require
 from ledger.state import state_key
 
 NAME = "corporate_actions"
@@ -149,7 +149,7 @@ def _release_rest(ctx: Context, action: Action) -> int:
 # ---------------------------------------------------------------- methods
 
 
-def _require_issuer(ctx: Context, isin: str) -> Any:
+def _require_issuer(ctx: Context, isin: str) -> securities.Instrument:
     instrument = securities.require_instrument(ctx, isin)
     if ctx.sender != instrument.issuer:
         raise ContractError(Reason.UNAUTHORIZED, f"only the issuer {instrument.issuer} acts on {isin}")
@@ -236,24 +236,27 @@ def schedule_bond_service(ctx: Context, isin: str) -> None:
         raise ContractError(Reason.BAD_ARGUMENTS, f"{isin} is not a bond")
     if ctx.exists(_serviced_key(isin)):
         raise ContractError(Reason.ALREADY_EXISTS, f"{isin} is already serviced")
+    face, rate, currency, maturity_ms = (instrument.face_value_minor, instrument.coupon_rate_bps,
+                                         instrument.currency, instrument.maturity_ms)
+    if face is None or rate is None or currency is None or maturity_ms is None:
+        raise InvariantViolation(f"bond {isin} was registered without its terms")
     ctx.put(_serviced_key(isin), 1)
-    face, rate, scale = instrument.face_value_minor, instrument.coupon_rate_bps, 10 ** instrument.decimals
+    scale = 10 ** instrument.decimals
     accrued_from = instrument.registered_at_ms
     for due_ms in instrument.coupon_schedule_ms[:MAX_COUPONS_PER_BOND]:
         if rate:
             action = _new_action(ctx, kind=COUPON, isin=isin, issuer=instrument.issuer,
-                                 currency=instrument.currency, pay_num=face * rate * (due_ms - accrued_from),
+                                 currency=currency, pay_num=face * rate * (due_ms - accrued_from),
                                  pay_den=BPS_PER_UNIT * YEAR_MS * scale, record_ms=due_ms, payment_ms=due_ms)
             schedule.add(ctx, NAME, due_ms, "coupon_start", action.action_id)
             schedule.add(ctx, NAME, due_ms, "distribute", action.action_id)
         accrued_from = due_ms
-    action = _new_action(ctx, kind=REDEMPTION, isin=isin, issuer=instrument.issuer, currency=instrument.currency,
-                         pay_num=face, pay_den=scale, record_ms=instrument.maturity_ms,
-                         payment_ms=instrument.maturity_ms)
-    schedule.add(ctx, NAME, instrument.maturity_ms, "convert", action.action_id)
+    action = _new_action(ctx, kind=REDEMPTION, isin=isin, issuer=instrument.issuer, currency=currency,
+                         pay_num=face, pay_den=scale, record_ms=maturity_ms, payment_ms=maturity_ms)
+    schedule.add(ctx, NAME, maturity_ms, "convert", action.action_id)
     ctx.touch(isin)
     ctx.emit("bond_service_scheduled", isin=isin, coupons=len(instrument.coupon_schedule_ms),
-             maturity_ms=instrument.maturity_ms)
+             maturity_ms=maturity_ms)
 
 
 @METHODS.method(isin=ASSET_ID)
@@ -267,7 +270,7 @@ def service_bond(ctx: Context, isin: str) -> None:
 def fund_bond(ctx: Context, isin: str, amount: int) -> None:
     """The issuer locks cash ahead for its bond's payments; it is used before free cash."""
     instrument = _require_issuer(ctx, isin)
-    if instrument.kind != "bond":
+    if instrument.kind != "bond" or instrument.currency is None:
         raise ContractError(Reason.BAD_ARGUMENTS, f"{isin} is not a bond")
     balances.lock(ctx, instrument.currency, instrument.issuer, amount)
     ctx.put(_reserve_key(isin), reserve_minor(ctx, isin) + amount)
@@ -435,7 +438,8 @@ def _start_conversion(ctx: Context, action: Action) -> Action:
     return started
 
 
-def _set_holding(ctx: Context, isin: str, account: str, old: Any, total: int, locked: int) -> None:
+def _set_holding(ctx: Context, isin: str, account: str, old: balances.Balance | entitlements.Holding,
+                 total: int, locked: int) -> None:
     """Replace a holding by (total, locked), creating or retiring the difference."""
     require(0 <= locked <= total, "a converted holding keeps locked within total")
     if old.locked:

@@ -8,6 +8,7 @@ time, and keeps transactions off an asset while a split or redemption converts i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from contracts.base import Context
 from ledger.reasons import ContractError, Reason, require
@@ -117,10 +118,10 @@ def next_entitled(ctx: Context, asset: str, snapshot: str, limit: int) -> list[E
     return out
 
 
-def _accounts_after(ctx: Context, prefix: bytes, cursor: str, limit: int) -> dict[str, object]:
+def _accounts_after(ctx: Context, prefix: bytes, cursor: str, limit: int) -> dict[str, Any]:
     # Overlay scans have no start key: skip the paid accounts by key, without decoding them.
     after = prefix + cursor.encode("ascii") + b"\x00" if cursor else prefix
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     for key, raw in ctx.state.iter_prefix(prefix):
         if key < after:
             continue
@@ -158,7 +159,7 @@ def close_snapshot(ctx: Context, asset: str, snapshot: str, limit: int) -> bool:
 def holders_after(ctx: Context, asset: str, cursor: str, limit: int) -> list[Holding]:
     """Current holders of `asset` after `cursor` in address order (for a conversion under hold)."""
     found = _accounts_after(ctx, prefix_of("bal", asset), cursor, limit)
-    return [Holding(account, raw[0], raw[1]) for account, raw in found.items()]  # type: ignore[index]
+    return [Holding(account, raw[0], raw[1]) for account, raw in found.items()]
 
 
 def hold(ctx: Context, asset: str, action: str) -> None:

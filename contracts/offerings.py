@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from contracts import balances, cash, compliance, entitlements, participants, schedule, securities, settlement
+from contracts import (
+    balances,
+    cash,
+    compliance,
+    entitlements,
+    participants,
+    schedule,
+    securities,
+    settlement,
+)
 from contracts.base import AMOUNT, ASSET_ID, MAX_AMOUNT, UINT, Context, MethodTable
 from contracts.cash import CURRENCY_CODE
 from ledger.reasons import ContractError, Reason, require
@@ -230,7 +239,7 @@ def _refund(ctx: Context, offering: Offering, allocation: Allocation) -> None:
 # ---------------------------------------------------------------- the close, on block time
 
 
-def _eligible(ctx: Context, offering: Offering, instrument: Any, sub: Subscription) -> bool:
+def _eligible(ctx: Context, offering: Offering, instrument: securities.Instrument, sub: Subscription) -> bool:
     """May this investor still receive the units and pay from its locked cash (checks only)?"""
     try:
         securities.check_receiver(ctx, instrument, sub.investor)
@@ -241,7 +250,8 @@ def _eligible(ctx: Context, offering: Offering, instrument: Any, sub: Subscripti
     return True
 
 
-def _settle(ctx: Context, offering: Offering, instrument: Any, allocations: list[Allocation]) -> None:
+def _settle(ctx: Context, offering: Offering, instrument: securities.Instrument,
+            allocations: list[Allocation]) -> None:
     """Issue each allocation against its payment from the locked cash: all of them or none."""
     for allocation in allocations:
         if allocation.allocated:

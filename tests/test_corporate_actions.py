@@ -80,7 +80,7 @@ def test_a_transfer_after_the_record_time_does_not_move_the_entitlement(monkeypa
 
 
 def test_a_dividend_that_cannot_be_paid_cannot_be_declared() -> None:
-    world, isin, names = holders_world([10])
+    world, isin, _names = holders_world([10])
     world.refused(Reason.INSUFFICIENT_FREE_BALANCE, "issuer", "corporate_actions", "declare_dividend", isin=isin,
                   currency="MXN", per_unit_minor=10_000, record_ms=world.time_ms + 1, payment_ms=world.time_ms + 1)
     world.refused(Reason.UNAUTHORIZED, "h000", "corporate_actions", "declare_dividend", isin=isin,
@@ -90,7 +90,7 @@ def test_a_dividend_that_cannot_be_paid_cannot_be_declared() -> None:
 
 
 def test_units_issued_before_the_record_that_the_issuer_cannot_fund_fail_the_dividend() -> None:
-    world, isin, names = holders_world([10])
+    world, isin, _names = holders_world([10])
     declare_dividend(world, isin, per_unit=900)  # 1010 units * 900 = 909_000 of the issuer's 1_000_000
     world.ok("issuer", "securities", "issue", isin=isin, to=addr("h000"), quantity=500)
     events = run_until_idle(world, world.time_ms + 2 * DAY_MS)
@@ -100,7 +100,7 @@ def test_units_issued_before_the_record_that_the_issuer_cannot_fund_fail_the_div
 
 
 def test_issuer_cancels_a_dividend_before_the_record_and_gets_its_cash_back() -> None:
-    world, isin, names = holders_world([10])
+    world, isin, _names = holders_world([10])
     action_id = declare_dividend(world, isin, per_unit=5)
     world.ok("issuer", "corporate_actions", "cancel", action_id=action_id)
     assert world.bal("MXN", "issuer") == balances.Balance(1_000_000, 0)
@@ -187,7 +187,7 @@ def test_a_split_preserves_every_holders_proportion_up_to_a_unit_and_the_issuer_
 
 
 def test_a_split_scales_locked_units_too() -> None:
-    world, isin, names = holders_world([10, 7])
+    world, isin, _names = holders_world([10, 7])
     balances.lock(world.view(), isin, addr("h001"), 5)  # units pledged elsewhere (an order, say)
     world.ok("issuer", "corporate_actions", "declare_split", isin=isin, ratio_to=1, ratio_from=2,
              effective_ms=world.time_ms + 1)

@@ -30,6 +30,16 @@ def key(name: str) -> KeyPair:
     return KeyPair(hashlib.sha256(b"lifecycle:" + name.encode()).digest())
 
 
+def block_at(store: LedgerStore, height: int) -> Block:
+    found = store.block(height)
+    assert found is not None, f"no block {height}"
+    return found
+
+
+def block_hashes(store: LedgerStore) -> list[bytes]:
+    return [block_at(store, h).hash() for h in range(store.position.height + 1)]
+
+
 def app_state(holders: int) -> dict[str, Any]:
     people = [("bank", ["cash_agent"]), ("issuer", ["issuer"])] + [(f"h{i:05d}", ["investor"]) for i in range(holders)]
     return {
@@ -94,7 +104,7 @@ def test_a_dividend_to_thousands_of_holders_is_paid_in_bounded_chunks_and_replay
                                          quantity=1)])
     # h00000 sold after the record time: still paid for its unit; h00001 is paid for 2 units, not 3.
     chain.time_ms += 5000
-    paid_per_block = []
+    paid_per_block: list[int] = []
     while chain.due_now() and len(paid_per_block) < 50:
         block = chain.block([], advance_ms=0)
         paid_per_block.append(sum(1 for e in block.system_events if e.kind == "dividend_paid"))
@@ -107,14 +117,13 @@ def test_a_dividend_to_thousands_of_holders_is_paid_in_bounded_chunks_and_replay
     assert balances.get(view, "MXN", key("issuer").address) == balances.Balance(10**10 - 3 * total_units, 0)
     # The receipt is in the holder's own history, as a system event of the block that paid it.
     entry = [e for e in chain.store.history(holders[-1]) if e.kind == HISTORY_SYSTEM][-1]
-    event = chain.store.block(entry.height).system_events[entry.index]
+    event = block_at(chain.store, entry.height).system_events[entry.index]
     assert event.kind == "dividend_paid" and event.attrs["account"] == holders[-1]
 
     replica = Chain(tmp_path / "b", HOLDERS)
     for index, batch in enumerate(chain.batches, start=1):
         replica.executor.apply(batch, index, 1)
-    for height in range(chain.store.position.height + 1):
-        assert replica.store.block(height).hash() == chain.store.block(height).hash()
+    assert block_hashes(replica.store) == block_hashes(chain.store)
     assert replica.store.position.state_hash == chain.store.position.state_hash
     chain.store.close()
     replica.store.close()
@@ -125,7 +134,7 @@ def test_offering_split_and_bond_service_replay_to_identical_hashes(tmp_path: Pa
     investors = [f"h{i:05d}" for i in range(40)]
     chain.block([chain.tx("bank", "cash", "mint", currency="MXN", to=key(n).address, amount=10**8, deposit_ref="d")
                  for n in ["issuer"] + investors])
-    register = dict(prospectus_hash=bytes(32), prospectus_uri="x", authorised_supply=10**6)
+    register = {"prospectus_hash": bytes(32), "prospectus_uri": "x", "authorised_supply": 10**6}
     isin = str(chain.ok("issuer", "securities", "register", name="Eq", kind="equity",
                         **register).events[0].attrs["isin"])
     dates = [chain.time_ms + 10_000, chain.time_ms + 20_000]
@@ -156,7 +165,7 @@ def test_offering_split_and_bond_service_replay_to_identical_hashes(tmp_path: Pa
     replica = Chain(tmp_path / "b", 40)
     for index, batch in enumerate(chain.batches, start=1):
         replica.executor.apply(batch, index, 1)
-    assert [replica.store.block(h).hash() for h in range(chain.store.position.height + 1)] == \
-        [chain.store.block(h).hash() for h in range(chain.store.position.height + 1)]
+    assert block_hashes(replica.store) == block_hashes(chain.store)
+    assert replica.store.position.state_hash == chain.store.position.state_hash
     chain.store.close()
     replica.store.close()

@@ -55,8 +55,8 @@ def offering_world(investors: int = 3, **rules: object) -> tuple[World, str, lis
 
 
 def open_offering(world: World, isin: str, **overrides: int) -> int:
-    args = dict(isin=isin, currency="MXN", price_minor=100, min_units=10, max_units=100, min_per_investor=1,
-                max_per_investor=100, opens_ms=world.time_ms, closes_ms=world.time_ms + MINUTE_MS)
+    args = {"isin": isin, "currency": "MXN", "price_minor": 100, "min_units": 10, "max_units": 100, "min_per_investor": 1,
+                "max_per_investor": 100, "opens_ms": world.time_ms, "closes_ms": world.time_ms + MINUTE_MS}
     args.update(overrides)
     out = world.ok("issuer", "offerings", "open_offering", **args)
     return int(out.events[0].attrs["offering_id"])
@@ -71,7 +71,7 @@ def conserved(world: World, assets: list[str], names: list[str]) -> dict[str, in
 
 
 def test_undersubscribed_offering_sells_nothing_and_releases_all_cash() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin, min_units=50)
     world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=20)
     assert world.bal("MXN", "inv0").locked == 2000
@@ -83,7 +83,7 @@ def test_undersubscribed_offering_sells_nothing_and_releases_all_cash() -> None:
 
 
 def test_fully_subscribed_offering_settles_dvp_at_the_close_and_refunds_nothing() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin)
     world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=30)
     world.ok("inv1", "offerings", "subscribe", offering_id=oid, units=20)
@@ -111,7 +111,7 @@ def test_oversubscribed_offering_allocates_pro_rata_with_largest_remainder() -> 
 
 
 def test_issuer_cancels_before_the_close_and_every_subscriber_is_refunded() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin)
     world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=30)
     world.refused(Reason.UNAUTHORIZED, "inv0", "offerings", "cancel_offering", offering_id=oid)
@@ -123,7 +123,7 @@ def test_issuer_cancels_before_the_close_and_every_subscriber_is_refunded() -> N
 
 
 def test_subscriptions_are_refused_outside_the_rules() -> None:
-    world, _, names = offering_world()
+    world, _, _names = offering_world()
     isin = world.register_equity(qualified_only=True)
     oid = open_offering(world, isin, min_per_investor=5, max_per_investor=20)
     world.refused(Reason.QUALIFIED_ONLY, "inv0", "offerings", "subscribe", offering_id=oid, units=10)
@@ -141,7 +141,7 @@ def test_subscriptions_are_refused_outside_the_rules() -> None:
 
 
 def test_an_investor_frozen_before_the_close_gets_nothing_and_keeps_its_cash() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin, max_units=30)
     world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=30)
     world.ok("inv1", "offerings", "subscribe", offering_id=oid, units=30)
@@ -193,7 +193,7 @@ def test_offering_never_over_allocates_nor_to_the_ineligible_and_conserves(
     assert sum(sold) <= max_units
     assert all(sold[i] == 0 for i in frozen)
     assert sum(sold) == 0 or sum(sold) >= min_units
-    issued, retired = balances.supply(world.view(), isin)
+    issued, _retired = balances.supply(world.view(), isin)
     assert issued - supply_before[0] == sum(sold)
     assert conserved(world, ["MXN"], everyone) == before
     for i, name in enumerate(names):
@@ -203,7 +203,7 @@ def test_offering_never_over_allocates_nor_to_the_ineligible_and_conserves(
 
 
 def test_an_offering_and_its_subscriptions_are_queryable() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin)
     world.ok("inv0", "offerings", "subscribe", offering_id=oid, units=30)
     view = offerings.QUERIES["offering"](world.view(), str(oid))
@@ -212,7 +212,7 @@ def test_an_offering_and_its_subscriptions_are_queryable() -> None:
 
 
 def test_a_paused_security_takes_no_subscriptions() -> None:
-    world, isin, names = offering_world()
+    world, isin, _names = offering_world()
     oid = open_offering(world, isin)
     world.ok("regulator", "compliance", "pause", isin=isin, reason="halt")
     world.refused(Reason.ASSET_PAUSED, "inv0", "offerings", "subscribe", offering_id=oid, units=30)
