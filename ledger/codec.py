@@ -22,6 +22,9 @@ _LEAF_TYPES = frozenset({type(None), bool, int, str, bytes})
 # packing a small record. Sharing is safe: pack() runs in C under the GIL and calls no Python
 # code (no `default` hook), and it resets its buffer after every call, even a failed one.
 _PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+# Packs every float as float32 where _PACKER uses float64: a value holding a float of either
+# width re-encodes differently under one of the two, which finds floats without a Python walk.
+_FLOAT32_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True, use_single_float=True)
 
 
 class CodecError(ValueError):
@@ -118,21 +121,49 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise CodecError("msgpack extension types are not allowed")
 
 
+def _sorted_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Decoding hook for every map: text keys in strictly increasing order (so none twice)."""
+    previous = None
+    for key, _ in pairs:
+        if type(key) is not str:
+            raise CodecError("map keys must be strings")
+        if previous is not None and key <= previous:
+            raise NonCanonical("not the canonical encoding (map keys unsorted or repeated)")
+        previous = key
+    return dict(pairs)
+
+
 def decode(data: bytes, *, max_bytes: int) -> Any:
     """Decode canonical bytes; raises CodecError for anything that is not exactly canonical."""
     if len(data) > max_bytes:
         raise CodecError(f"encoding is {len(data)} bytes, limit {max_bytes}")
     try:
-        # Defaults: str as str, arrays as lists, map keys str or bytes, and every length
-        # limited by len(data) (already <= max_bytes); the item limit is checked below.
-        value = msgpack.unpackb(data, ext_hook=_reject_ext)
+        # Defaults: str as str, arrays as lists, every length limited by len(data) (already
+        # <= max_bytes); maps are checked as they are built.
+        value = msgpack.unpackb(data, ext_hook=_reject_ext, object_pairs_hook=_sorted_map)
     except CodecError:
         raise
     except msgpack.ExtraData as exc:
         raise CodecError("trailing bytes after the value") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CodecError(f"not valid msgpack: {exc}") from exc
-    # Decoded maps keep their wire order, so an unsorted map shows up here as "not as is".
-    if _normal(value, 0) is not value or _PACKER.pack(value) != data:
+    if _PACKER.pack(value) != data or _FLOAT32_PACKER.pack(value) != data:
+        _normal(value, 0)  # names a float or a too-deep value, if that is what it is
         raise NonCanonical("not the canonical encoding")
+    kind = type(value)
+    if (kind is list or kind is dict) and len(data) > MAX_DEPTH:
+        _check_limits(value, 0)  # fewer bytes than MAX_DEPTH cannot nest too deeply
     return value
+
+
+def _check_limits(container: list[Any] | dict[str, Any], depth: int) -> None:
+    """Nesting depth and items per container of a decoded value (its leaves are known good)."""
+    if depth >= MAX_DEPTH:
+        raise CodecError("nested too deeply")
+    items = container.values() if type(container) is dict else container
+    if len(items) > MAX_CONTAINER_ITEMS:
+        raise CodecError("too many items")
+    for item in items:
+        kind = type(item)
+        if kind is list or kind is dict:
+            _check_limits(item, depth + 1)

@@ -82,11 +82,12 @@ class Overlay:
         self.parent = parent
         self.writes: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] | None = None
+        self._parent_get = parent.get  # bound once: get() is the hottest call of a block
 
     def get(self, key: bytes) -> bytes | None:
         staged = self.writes.get(key, _UNSTAGED)
         if staged is _UNSTAGED:
-            return self.parent.get(key)
+            return self._parent_get(key)
         return staged  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes) -> None:
