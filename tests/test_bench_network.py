@@ -1,0 +1,67 @@
+"""`keiretsu bench network` end to end on tiny numbers, and the statistics it reports.
+
+Nothing here is timed: the smoke test checks that the bench starts a real 3-node network, seeds,
+drives every workload in both loops, stops what it started and writes its JSON and PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keiretsu_node import bench
+from keiretsu_node.loadgen import plan_load, weighted_percentiles
+
+
+def test_bench_runs_end_to_end_and_writes_json_and_png(tmp_path) -> None:
+    out = tmp_path / "out"
+    status = bench.main(["--accounts", "20", "--mix", "transfer=1,dvp=1,order=1", "--txs", "120",
+                         "--duration", "5", "--open-duration", "1", "--rate", "60", "--warmup", "0",
+                         "--request-txs", "10", "--concurrency", "2", "--out", str(out),
+                         "--work-dir", str(tmp_path)])
+    assert status == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["seed"]["accounts"] == 20
+    assert [p["mode"] for p in result["phases"]] == ["closed", "open"]
+    for phase in result["phases"]:
+        counts = phase["counts"]
+        assert counts["valid"] > 0 and counts["invalid"] == 0, phase["reasons"]
+        assert phase["blocks"] > 0
+        assert set(phase["submit_to_commit_ms"]) >= {"p50", "p95", "p99", "max"}
+    assert result["phases"][0]["counts"]["trades"] > 0  # the order flow matched
+    assert all(mib > 0 for mib in result["peak_rss_mib"].values())
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("keiretsu-bench-")] == []  # node data removed
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 50)), max_size=40))
+def test_weighted_percentiles_equal_the_nearest_rank_of_the_expanded_list(pairs) -> None:
+    expanded = sorted(v for v, w in pairs for _ in range(w))
+    got = weighted_percentiles([(float(v), w) for v, w in pairs], (0.5, 0.99, 1.0))
+    if not expanded:
+        assert got == [0.0, 0.0, 0.0]
+        return
+    for q, value in zip(("0.5", "0.99", "1"), got):
+        rank = max(1, math.ceil(Fraction(q) * len(expanded)))
+        assert value == expanded[rank - 1]
+
+
+def test_order_flow_is_planned_as_crossing_pairs_of_distinct_accounts() -> None:
+    plans = plan_load({"order": 1}, 10, 5, [f"a{i}" for i in range(5)], "BNC", "ISIN", random.Random(1), 0)
+    assert [p.args["side"] for p in plans] == ["sell", "buy"] * 5
+    for sell, buy in zip(plans[::2], plans[1::2]):
+        assert sell.signers != buy.signers and sell.args["price"] == buy.args["price"]
+
+
+def test_mix_is_parsed_and_checked() -> None:
+    assert bench.parse_mix("transfer=3,dvp=1,order") == {"transfer": 3, "dvp": 1, "order": 1}
+    with pytest.raises(bench.BenchError):
+        bench.parse_mix("swap=1")
+    with pytest.raises(bench.BenchError):
+        bench.parse_mix("transfer=0")
