@@ -34,6 +34,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("declared", "pay"): "paying",  # coupons and splits record and start in one step
     ("paying", "finish"): "completed",
     ("declared", "default"): "defaulted",
+    ("defaulted", "cure"): "declared",  # the issuer has the cash now: the payment runs again
 }
 
 
@@ -295,6 +296,28 @@ def _default(ctx: Context, action: Action, needed_minor: int, error: ContractErr
     ctx.emit("bond_defaulted", action_id=action.action_id, isin=action.isin, payment=action.kind,
              due_ms=action.payment_ms, due_minor=needed_minor, currency=action.currency,
              reason=str(error.reason), detail=error.detail)
+
+
+@METHODS.method(action_id=AMOUNT)
+def cure_default(ctx: Context, action_id: int) -> None:
+    """The issuer of a defaulted coupon or redemption has the cash now: the payment runs in the
+    next block, on the holdings of that block (the default stays in the history)."""
+    action = require_action(ctx, action_id)
+    _require_issuer(ctx, action.isin)
+    if action.kind == COUPON and _bond_redeemed(ctx, action.isin):
+        raise ContractError(Reason.INVALID_STATE, f"{action.isin} is redeemed: no holder is left to pay")
+    _advance(ctx, action, "cure")
+    if action.kind == COUPON:
+        schedule.add(ctx, NAME, ctx.block.time_ms, "coupon_start", action_id)
+        schedule.add(ctx, NAME, ctx.block.time_ms, "distribute", action_id)
+    else:
+        schedule.add(ctx, NAME, ctx.block.time_ms, "convert", action_id)
+    ctx.emit("bond_default_cured", action_id=action_id, isin=action.isin, payment=action.kind)
+
+
+def _bond_redeemed(ctx: Context, isin: str) -> bool:
+    issued, retired = balances.supply(ctx, isin)
+    return issued > 0 and issued == retired
 
 
 # ---------------------------------------------------------------- scheduled steps

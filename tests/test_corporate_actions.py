@@ -294,3 +294,19 @@ def test_coupons_and_redemption_pay_exactly_the_schedule(holdings: list[int], ra
     assert world.bal("MXN", "issuer") == balances.Balance(issuer_before - sum(expected), 0)
     assert units_of(world, bond, names) == [0] * len(names)
 
+
+
+def test_an_issuer_cures_a_default_and_the_payment_runs_in_the_next_block() -> None:
+    world, bond, names, dates = bond_world([5], coupons=1, rate_bps=0, face=1_000_000)
+    events = run_until_idle(world, dates[0])
+    (default,) = [e for e in events if e.kind == "bond_defaulted"]
+    assert default.attrs["payment"] == "redemption" and units_of(world, bond, names) == [5]
+    world.refused(Reason.UNAUTHORIZED, names[0], "corporate_actions", "cure_default",
+                  action_id=default.attrs["action_id"])
+    world.ok("bank", "cash", "mint", currency="MXN", to=addr("issuer"), amount=4_000_000, deposit_ref="d")
+    world.ok("issuer", "corporate_actions", "fund_bond", isin=bond, amount=5_000_000)
+    world.ok("issuer", "corporate_actions", "cure_default", action_id=default.attrs["action_id"])
+    events = run_until_idle(world, world.time_ms + 1)
+    assert "redemption_completed" in [e.kind for e in events]
+    assert units_of(world, bond, names) == [0] and world.bal("MXN", names[0]).total == 6_000_000
+    assert world.bal("MXN", "issuer") == balances.Balance(0, 0)
