@@ -34,6 +34,7 @@ class RefusalCode(enum.Enum):
     WRONG_DIALER = "wrong_dialer"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     TOO_MANY_PENDING = "too_many_pending_handshakes"
+    CONNECTION_LOST = "connection_lost_in_handshake"
 
 
 @dataclass(frozen=True)

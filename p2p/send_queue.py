@@ -1,23 +1,17 @@
 """Bounded per-peer queue of encoded frames waiting for that peer's link.
 
-Sans-IO: a slow or dead peer costs at most max_frames frames and max_bytes bytes, because
-pushing past either bound evicts the OLDEST frames (Raft retransmits, and a newer message
-supersedes an older one far more often than the reverse). Evictions are counted.
+Sans-IO: a slow or dead peer costs at most max_frames frames and max_bytes bytes. When full,
+the NEWEST frame is refused (drop-newest) and counted, so the sender learns it at once from
+Transport.send's False — the Raft driver marks the peer unreachable and stops pipelining to it,
+and a snapshot stream retries its chunk instead of silently evicting an earlier one.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 MAX_PEER_QUEUE_FRAMES = 4096
 MAX_PEER_QUEUE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class PushResult:
-    accepted: bool  # False only when the frame alone exceeds max_bytes
-    evicted_frames: int
 
 
 class SendQueue:
@@ -41,21 +35,14 @@ class SendQueue:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def push(self, encoded: bytes) -> PushResult:
-        if len(encoded) > self.max_bytes:
+    def push(self, encoded: bytes) -> bool:
+        """Queue one frame, or refuse it (and count the drop) if either bound would be exceeded."""
+        if len(self._frames) >= self.max_frames or self._bytes + len(encoded) > self.max_bytes:
             self.dropped_frames += 1
-            return PushResult(accepted=False, evicted_frames=0)
-        evicted = 0
-        while self._frames and (
-            len(self._frames) >= self.max_frames or self._bytes + len(encoded) > self.max_bytes
-        ):
-            self._bytes -= len(self._frames.popleft())
-            evicted += 1
+            return False
         self._frames.append(encoded)
         self._bytes += len(encoded)
-        self.dropped_frames += evicted
-        assert len(self._frames) <= self.max_frames and self._bytes <= self.max_bytes
-        return PushResult(accepted=True, evicted_frames=evicted)
+        return True
 
     def pop_batch(self, max_batch_bytes: int) -> list[bytes]:
         """Oldest frames totalling at most max_batch_bytes (at least one frame if any queued)."""

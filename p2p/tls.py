@@ -28,7 +28,7 @@ def _context(protocol: int, identity: NodeIdentity, peers: list[PeerInfo]) -> ss
     # the operator chose, and the pin is strictly stronger than a hostname match.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
-    if peers:  # a one-node network has no peer to trust: every handshake is then refused
+    if peers:  # a one-node network trusts nobody, and OpenSSL refuses an empty bundle
         context.load_verify_locations(cadata="".join(peer.cert_pem for peer in peers))
     _load_identity(context, identity)
     return context

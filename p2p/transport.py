@@ -145,8 +145,9 @@ class Transport:
         self._handlers[channel] = handler
 
     def send(self, peer_id: str, channel: str, payload: bytes) -> bool:
-        """Queue one frame; never blocks. False for an unknown peer, after stop(), or when the
-        frame is larger than max_frame_bytes. A full queue evicts its oldest frame instead."""
+        """Queue one frame; never blocks. False (frame not queued) for an unknown peer, after
+        stop(), when the peer's queue is full, or when the frame exceeds max_frame_bytes.
+        True means queued, not delivered: frames in flight die with a broken link."""
         if channel.startswith(RESERVED_CHANNEL_PREFIX):
             raise ValueError(f"channel {channel!r} is reserved for the transport")
         peer = self._peers.get(peer_id)
@@ -158,9 +159,10 @@ class Transport:
             peer.queue.dropped_frames += 1
             log.warning("p2p send to %s refused: %s", peer_id, exc.code.value)
             return False
-        accepted = peer.queue.push(encoded).accepted
+        if not peer.queue.push(encoded):
+            return False
         peer.wake.set()
-        return accepted
+        return True
 
     def connected_peers(self) -> list[str]:
         return sorted(name for name, peer in self._peers.items() if peer.link is not None)
@@ -246,7 +248,10 @@ class Transport:
         if peer_der is None:
             return RefusalCode.TLS_HANDSHAKE
         decoder = FrameDecoder(self._max_frame_bytes)
-        hello, frames = await _read_hello(reader, decoder)
+        try:
+            hello, frames = await _read_hello(reader, decoder)
+        except (ssl.SSLError, OSError, EOFError):
+            return RefusalCode.CONNECTION_LOST
         refusal = check_hello(hello, peer_der, None, self._chain_id, self._pins)
         if refusal is not None:
             self._log_claim(refusal, writer, hello)
@@ -258,7 +263,7 @@ class Transport:
         try:
             await writer.drain()
         except (ssl.SSLError, OSError):
-            return RefusalCode.TLS_HANDSHAKE
+            return RefusalCode.CONNECTION_LOST
         return _Accepted(self._peers[hello.node_name], decoder, frames)
 
     # ---- outbound --------------------------------------------------------------------------

@@ -198,6 +198,32 @@ async def test_unknown_peer_or_oversize_payload_is_refused_by_send(cluster: Clus
         transport.register("p2p.ping", lambda peer, payload: None)
 
 
+async def test_a_failing_handler_or_unknown_channel_keeps_the_link(cluster: Cluster) -> None:
+    await cluster.start("node1", "node2")
+    await cluster.all_linked()
+    node1 = cluster.transports["node1"]
+
+    def broken(peer: str, payload: bytes) -> None:
+        raise RuntimeError("bug in a handler")
+
+    node1.register("gossip", broken)
+    node2 = cluster.transports["node2"]
+    assert node2.send("node1", "gossip", b"boom")
+    assert node2.send("node1", "nobody-listens", b"lost")
+    assert node2.send("node1", "raft", b"fine")
+    assert await receive(cluster, "node1", 1) == [("node2", "raft", b"fine")]
+    peer = node1.stats().peer("node2")
+    assert (peer.handler_errors, peer.unhandled_frames, peer.links_established) == (1, 1, 1)
+
+
+async def test_a_one_node_network_starts_and_stops() -> None:
+    solo = Cluster(("solo",))
+    transport = solo.build("solo")
+    await transport.start()
+    assert transport.connected_peers() == []
+    await transport.stop()
+
+
 # ---- refusals ------------------------------------------------------------------------------
 
 
@@ -297,6 +323,23 @@ async def test_a_silent_peer_is_detected_as_dead(cluster: Cluster) -> None:
     await eventually(lambda: node2.connected_peers() == [])
 
 
+async def test_unauthenticated_connections_are_bounded(cluster: Cluster) -> None:
+    few = TransportConfig(
+        ping_interval_ms=100, idle_timeout_ms=1_000, handshake_timeout_ms=2_000,
+        max_pending_handshakes=2,
+    )
+    await cluster.build("node2", few).start()
+    node2 = cluster.transports["node2"]
+    target = cluster.info("node2")
+    silent = [await asyncio.open_connection(target.host, target.port) for _ in range(2)]
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    assert await read_until_closed(reader) == b""  # the third is dropped at once
+    writer.close()
+    assert node2.stats().refusal_count(RefusalCode.TOO_MANY_PENDING.value) == 1
+    for _, silent_writer in silent:
+        silent_writer.close()
+
+
 # ---- recovery and bounds -------------------------------------------------------------------
 
 
@@ -321,15 +364,19 @@ async def test_a_dead_peer_costs_bounded_memory_and_drops_are_counted(cluster: C
     )
     node1 = cluster.build("node1", bounded, max_frame_bytes=16_000)
     await node1.start()  # node2 never starts
-    for i in range(100):
-        assert node1.send("node2", "raft", i.to_bytes(4, "big"))
+    sent = [node1.send("node2", "raft", i.to_bytes(4, "big")) for i in range(100)]
+    assert sent == [True] * 10 + [False] * 90  # drop-newest: the caller learns at once
     peer = node1.stats().peer("node2")
     assert (peer.queued_frames, peer.dropped_frames) == (10, 90)
-    for _ in range(10):
-        node1.send("node2", "snapshot", bytes(5_000))
-    peer = node1.stats().peer("node2")
-    assert peer.queued_bytes <= 20_000 and peer.queued_frames <= 10
-    assert peer.dropped_frames == 110 - peer.queued_frames
+    node1_bytes = TransportConfig(
+        ping_interval_ms=100, idle_timeout_ms=1_000, max_peer_queue_frames=1_000,
+        max_peer_queue_bytes=20_000,
+    )
+    node3 = cluster.build("node3", node1_bytes, max_frame_bytes=16_000)
+    results = [node3.send("node1", "snapshot", bytes(5_000)) for _ in range(10)]
+    assert results.count(True) == 3  # 3 x ~5 KB fit in 20 KB
+    assert node3.stats().peer("node1").queued_bytes <= 20_000
+    assert node3.stats().peer("node1").dropped_frames == 7
 
 
 async def test_a_peer_that_stops_reading_costs_bounded_memory(cluster: Cluster) -> None:
