@@ -109,6 +109,7 @@ def test_a_dividend_to_thousands_of_holders_is_paid_in_bounded_chunks_and_replay
         block = chain.block([], advance_ms=0)
         paid_per_block.append(sum(1 for e in block.system_events if e.kind == "dividend_paid"))
     assert record_block.receipts[0].reason == Reason.OK
+    assert not chain.due_now(), "nothing is due once the last chunk is paid"
     assert max(paid_per_block) <= corporate_actions.MAX_PAYMENTS_PER_BLOCK
     assert sum(paid_per_block) == HOLDERS and len(paid_per_block) >= HOLDERS // corporate_actions.MAX_PAYMENTS_PER_BLOCK
     view = chain.view()
