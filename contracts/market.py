@@ -18,6 +18,7 @@ from contracts.cash import CURRENCY_CODE, require_currency
 from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
 from contracts.orderbook import BUY, FOK, GTT, IOC, NEW, Order, RESTING_TIFS, SELL, SIDES, TIMES_IN_FORCE
+from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import Overlay, state_key
 
@@ -282,19 +283,22 @@ def cancel_order(ctx: Context, order_id: int) -> None:
     take_off_book(ctx, BookSpec(order.isin, order.currency, params.scale), order, orderbook.CANCEL, "by_owner")
 
 
-@METHODS.method(optional=("expires_at_ms",), order_id=AMOUNT, quantity=AMOUNT, price=AMOUNT, expires_at_ms=UINT)
-def replace_order(ctx: Context, order_id: int, quantity: int, price: int,
-                  expires_at_ms: int = orderbook.NO_EXPIRY) -> None:
+@METHODS.method(optional=("expires_at_ms",), order_id=AMOUNT, quantity=AMOUNT, price=AMOUNT, expires_at_ms=AMOUNT)
+def replace_order(ctx: Context, order_id: int, quantity: int, price: int, expires_at_ms: int | None = None) -> None:
     """Cancel a resting order and place a new one of the same side and time in force, atomically.
 
-    The new order gets a new id and joins the back of its price level (it loses priority).
+    The new order gets a new id and joins the back of its price level (it loses priority); a
+    good-till-time order keeps its expiry unless a new one is given.
     """
     owner = ctx.sender
     old = orderbook.find(ctx, owner, order_id)
     params = require_book(ctx, old.isin, old.currency)
     take_off_book(ctx, BookSpec(old.isin, old.currency, params.scale), old, orderbook.CANCEL, "replaced")
-    place(ctx, owner, OrderRequest(old.isin, old.currency, old.side, quantity, price, old.tif, LIMIT,
-                                   expires_at_ms if old.tif == GTT else orderbook.NO_EXPIRY, old.client_ref))
+    if old.tif != GTT and expires_at_ms is not None:
+        raise ContractError(Reason.BAD_ARGUMENTS, "only a good-till-time order has an expiry")
+    expiry = old.expires_at_ms if expires_at_ms is None else expires_at_ms
+    place(ctx, owner, OrderRequest(old.isin, old.currency, old.side, quantity, price, old.tif, LIMIT, expiry,
+                                   old.client_ref))
 
 
 # ---------------------------------------------------------------- scheduled work
@@ -378,3 +382,52 @@ def daily_bars(ctx: Context, isin: str, currency: str, first_day: int, last_day:
 
 def book_params(ctx: Context, isin: str, currency: str) -> BookParams | None:
     return get_book(ctx, isin, currency)
+
+
+# ---------------------------------------------------------------- served by the API (string params)
+
+
+def _asset_param(value: str) -> str:
+    if not ASSET_ID(value):
+        raise ValueError("not an asset id")
+    return value
+
+
+def _count_param(value: str) -> int:
+    if not value.isdigit():
+        raise ValueError("expected a non-negative integer")
+    return int(value)
+
+
+def _address_param(value: str) -> str:
+    if not is_address(value):
+        raise ValueError("not an address")
+    return value
+
+
+def _depth_json(ctx: Context, isin: str, currency: str, levels: str = "10") -> dict[str, object]:
+    found = depth(ctx, _asset_param(isin), _asset_param(currency), _count_param(levels))
+    return {"bids": [lv._asdict() for lv in found.bids], "asks": [lv._asdict() for lv in found.asks]}
+
+
+def _book_json(ctx: Context, isin: str, currency: str) -> dict[str, object] | None:
+    params = get_book(ctx, _asset_param(isin), _asset_param(currency))
+    if params is None:
+        return None
+    return {**params._asdict(), "halted": is_halted(ctx, isin),
+            "best_bid": orderbook.best_price(ctx, isin, currency, BUY),
+            "best_ask": orderbook.best_price(ctx, isin, currency, SELL),
+            "last_price": last_price(ctx, isin, currency)}
+
+
+QUERIES = {
+    "book": _book_json,
+    "depth": _depth_json,
+    "open_orders": lambda ctx, account, limit="100": [
+        o.to_json() for o in open_orders(ctx, _address_param(account), _count_param(limit))],
+    "trades": lambda ctx, isin, currency, limit="100": [
+        t.to_json() for t in trades(ctx, _asset_param(isin), _asset_param(currency), _count_param(limit))],
+    "daily_bars": lambda ctx, isin, currency, first_day, last_day: [
+        b.to_json() for b in daily_bars(ctx, _asset_param(isin), _asset_param(currency), _count_param(first_day),
+                                        _count_param(last_day))],
+}

@@ -15,6 +15,7 @@ from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable
 from contracts.cash import CURRENCY_CODE, require_currency
 from contracts.market_data import NEGOTIATED, TradeRecorder
 from contracts.orderbook import SELL, SIDES
+from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import prefix_of, state_key
 
@@ -267,3 +268,19 @@ def proposals_of(ctx: Context, account: str, limit: int = 100) -> list[Proposal]
         if found is not None:
             out.append(found)
     return out
+
+
+def _proposal_json(ctx: Context, proposal_id: str) -> dict[str, Any] | None:
+    if not proposal_id.isdigit():
+        raise ValueError("proposal_id is a positive integer")
+    found = get(ctx, int(proposal_id))
+    return None if found is None else {"proposal_id": found.proposal_id, **found.to_state()}
+
+
+def _proposals_json(ctx: Context, account: str, limit: str = "100") -> list[dict[str, Any]]:
+    if not is_address(account) or not limit.isdigit():
+        raise ValueError("account is an address, limit a non-negative integer")
+    return [{"proposal_id": p.proposal_id, **p.to_state()} for p in proposals_of(ctx, account, int(limit))]
+
+
+QUERIES = {"proposal": _proposal_json, "proposals": _proposals_json}

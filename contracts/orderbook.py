@@ -293,6 +293,8 @@ def rest(ctx: Context, order: Order) -> Order:
             state.put(best_key(order.isin, order.currency, order.side), msgpack.packb(order.price))
     else:
         level = Level._make(msgpack.unpackb(raw))
+        if level.quantity + order.remaining > MAX_AMOUNT:
+            raise ContractError(Reason.LIMIT_EXCEEDED, f"the level at {order.price} cannot hold more")
         tail = get_order(ctx, level.tail_id)
         require(tail is not None, "a level's tail order is missing")
         state.put(order_key(tail.order_id), tail._replace(next_id=order.order_id).pack())  # type: ignore[union-attr]
