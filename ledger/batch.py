@@ -30,7 +30,7 @@ class Batch:
         return codec.encode([BATCH_FORMAT_VERSION, self.proposed_time_ms, list(self.txs)])
 
     @classmethod
-    def decode(cls, data: bytes) -> "Batch":
+    def decode(cls, data: bytes) -> Batch:
         try:
             wire = codec.decode(data, max_bytes=MAX_BATCH_BYTES)
         except codec.CodecError as exc:

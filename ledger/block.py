@@ -32,7 +32,7 @@ class Event:
         return [self.kind, self.attrs]
 
     @classmethod
-    def from_wire(cls, wire: list[Any]) -> "Event":
+    def from_wire(cls, wire: list[Any]) -> Event:
         return cls(wire[0], wire[1])
 
 
@@ -58,7 +58,7 @@ class Receipt:
         return codec.encode(self.to_wire())
 
     @classmethod
-    def from_wire(cls, wire: list[Any]) -> "Receipt":
+    def from_wire(cls, wire: list[Any]) -> Receipt:
         return cls(wire[0], Reason(wire[1]), wire[2], tuple(Event.from_wire(e) for e in wire[3]))
 
 
@@ -89,7 +89,7 @@ class BlockHeader:
         ]
 
     @classmethod
-    def from_wire(cls, wire: list[Any]) -> "BlockHeader":
+    def from_wire(cls, wire: list[Any]) -> BlockHeader:
         if wire[0] != BLOCK_FORMAT_VERSION:
             raise ValueError(f"unknown block format {wire[0]!r}")
         return cls(*wire[1:])
@@ -122,7 +122,7 @@ class Block:
         ])
 
     @classmethod
-    def decode(cls, data: bytes) -> "Block":
+    def decode(cls, data: bytes) -> Block:
         wire = codec.decode(data, max_bytes=MAX_BLOCK_BYTES)
         return cls(
             BlockHeader.from_wire(wire[0]),

@@ -166,4 +166,4 @@ def _check_limits(container: list[Any] | dict[str, Any], depth: int) -> None:
     for item in items:
         kind = type(item)
         if kind is list or kind is dict:
-            _check_limits(item, depth + 1)
+            _check_limits(item, depth + 1)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from contracts.registry import Registry
 from ledger import codec
 from ledger.auth import resolve_signer
 from ledger.batch import Batch, BatchError
-from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Event, Receipt, results_root
+from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results_root
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
@@ -90,6 +90,14 @@ class VerifiedCache:
         return self._key(tx) in self._seen
 
 
+def _collect_system_events(system_ctx: Context, hook_ctx: Context) -> None:
+    """A hook's events join the block's; subjects touched after its last event belong to it."""
+    if hook_ctx.touched and hook_ctx.event_subjects:
+        hook_ctx.event_subjects[-1].extend(hook_ctx.touched)
+    system_ctx.events.extend(hook_ctx.events)
+    system_ctx.event_subjects.extend(hook_ctx.event_subjects)
+
+
 def _dedupe(subjects: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(subjects))
 
@@ -128,7 +136,11 @@ class Executor:
         ctx = Context(overlay, bctx, None, ())
         for contract in self.registry.in_order():
             if contract.genesis is not None:
-                contract.genesis(ctx, self.genesis.app_state)
+                # Each contract gets its own context so subjects one touched without an event
+                # are not listed under the next contract's first event.
+                hook_ctx = Context(overlay, bctx, None, ())
+                contract.genesis(hook_ctx, self.genesis.app_state)
+                _collect_system_events(ctx, hook_ctx)
         events = tuple(ctx.events)
         header = BlockHeader(
             self.genesis.chain_id, 0, GENESIS_PREV_HASH, self.genesis.genesis_time_ms, merkle_root([]),
@@ -209,10 +221,7 @@ class Executor:
                                 detail=exc.detail)
                 continue
             hook_overlay.merge_into(block_overlay)
-            if hook_ctx.touched and hook_ctx.event_subjects:
-                hook_ctx.event_subjects[-1].extend(hook_ctx.touched)
-            system_ctx.events.extend(hook_ctx.events)
-            system_ctx.event_subjects.extend(hook_ctx.event_subjects)
+            _collect_system_events(system_ctx, hook_ctx)
         return system_ctx
 
     def _index_system(self, index: dict[bytes, bytes], height: int, ctx: Context) -> None:

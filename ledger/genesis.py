@@ -62,7 +62,7 @@ class Genesis:
         Path(path).write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Genesis":
+    def from_json(cls, data: dict[str, Any]) -> Genesis:
         try:
             nodes = tuple(GenesisNode(**n) for n in data["nodes"])
             genesis = cls(str(data["chain_id"]), int(data["genesis_time_ms"]), nodes, dict(data.get("app_state", {})))
@@ -72,7 +72,7 @@ class Genesis:
         return genesis
 
     @classmethod
-    def load(cls, path: Path) -> "Genesis":
+    def load(cls, path: Path) -> Genesis:
         raw = Path(path).read_bytes()
         if len(raw) > MAX_GENESIS_BYTES:
             raise ValueError(f"{path}: genesis larger than {MAX_GENESIS_BYTES} bytes")

@@ -55,7 +55,7 @@ def address_text(raw: bytes) -> str:
 def parse_address(text: str) -> bytes:
     """The 20 address bytes of a printable address; AddressError if malformed or mistyped."""
     if not isinstance(text, str) or len(text) != ADDRESS_TEXT_CHARS:
-        raise AddressError("an address is %d characters" % ADDRESS_TEXT_CHARS)
+        raise AddressError(f"an address is {ADDRESS_TEXT_CHARS} characters")
     if not text.startswith(ADDRESS_PREFIX):
         raise AddressError(f"an address starts with {ADDRESS_PREFIX!r}")
     body = text[len(ADDRESS_PREFIX):]
@@ -107,7 +107,7 @@ class KeyPair:
             raise ValueError("an Ed25519 seed is 32 bytes")
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(os.urandom(SEED_BYTES))
 
     @property
@@ -135,7 +135,7 @@ class KeyPair:
             handle.write(f"keiretsu-ed25519-seed:{self.seed.hex()}\n")
 
     @classmethod
-    def load(cls, path: Path) -> "KeyPair":
+    def load(cls, path: Path) -> KeyPair:
         text = Path(path).read_text().strip()
         prefix = "keiretsu-ed25519-seed:"
         if not text.startswith(prefix):

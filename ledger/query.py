@@ -57,7 +57,7 @@ class ReadContext(Context):
     """
 
     @classmethod
-    def over(cls, store: LedgerStore, chain_id: str = "") -> "ReadContext":
+    def over(cls, store: LedgerStore, chain_id: str = "") -> ReadContext:
         position = store.position
         if not chain_id and position.height >= 0:
             header = store.block_header(position.height)
@@ -83,7 +83,7 @@ class BlockView:
     system_events: tuple[Event, ...]
 
     @classmethod
-    def of(cls, block: Block) -> "BlockView":
+    def of(cls, block: Block) -> BlockView:
         return cls(block.height, block.hash(), block.header, tuple(r.tx_id for r in block.receipts),
                    block.receipts, block.system_events)
 
@@ -306,7 +306,7 @@ def state_scan(state: LedgerStore | StateReader, prefix: bytes, *, limit: int = 
     """At most `limit` (<= MAX_SCAN_ENTRIES) committed entries under a prefix, in key order."""
     reader = state.state if isinstance(state, LedgerStore) else state
     limit = max(1, min(limit, MAX_SCAN_ENTRIES))
-    out = []
+    out: list[StateEntry] = []
     for key, raw in reader.iter_prefix(prefix):
         if len(out) >= limit:
             break

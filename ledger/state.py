@@ -29,16 +29,17 @@ def state_key(*parts: str | bytes | int) -> bytes:
 def _compose_key(*parts: str | bytes | int) -> bytes:
     out = []
     for part in parts:
+        # Exact type checks (not isinstance) keep bools and subclasses off this hot path.
         kind = type(part)
         if kind is str:
-            encoded = part.encode("utf-8")
-            if len(part) > MAX_KEY_PART_CHARS or KEY_SEPARATOR in encoded:
+            encoded = part.encode("utf-8")  # type: ignore[union-attr]
+            if len(part) > MAX_KEY_PART_CHARS or KEY_SEPARATOR in encoded:  # type: ignore[arg-type]
                 raise ValueError(f"key part {part!r} is not allowed")
             out.append(encoded)
         elif kind is bytes:
-            out.append(part)
+            out.append(part)  # type: ignore[arg-type]
         elif kind is int:
-            out.append(part.to_bytes(8, "big", signed=False))
+            out.append(part.to_bytes(8, "big", signed=False))  # type: ignore[union-attr]
         else:
             out.append(_odd_part(part))
     return KEY_SEPARATOR.join(out)
@@ -120,7 +121,7 @@ class Overlay:
         parent = self.parent.iter_prefix(prefix)
         yield from _merge(parent, mine)
 
-    def merge_into(self, target: "Overlay") -> None:
+    def merge_into(self, target: Overlay) -> None:
         for key, value in self.writes.items():
             if value is None:
                 target.delete(key)

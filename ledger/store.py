@@ -51,7 +51,7 @@ class AppliedPosition:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> "AppliedPosition":
+    def decode(cls, data: bytes) -> AppliedPosition:
         return cls(*codec.decode(data, max_bytes=1024))
 
 
@@ -167,7 +167,7 @@ class LedgerStore:
         limit = max(1, min(limit, MAX_HISTORY_PAGE))
         prefix = history_prefix(subject)
         start = history_key(subject, after) + b"\x00" if after else prefix
-        out = []
+        out: list[HistoryEntry] = []
         with self.db.iterator(start=start, prefix=None) as it:
             for key, _ in it:
                 if not key.startswith(prefix) or len(out) >= limit:

@@ -30,8 +30,8 @@ ARGS = {"currency": "EUR", "to": BOB.address, "amount": 5}
 
 
 def body(**changes) -> TxBody:
-    fields = dict(chain_id=CHAIN, contract="cash", method="transfer", args=ARGS, nonce=7,
-                  expires_at_ms=1_000, signers=(ALICE.public_key,))
+    fields = {"chain_id": CHAIN, "contract": "cash", "method": "transfer", "args": ARGS, "nonce": 7,
+              "expires_at_ms": 1_000, "signers": (ALICE.public_key,)}
     fields.update(changes)
     return TxBody(**fields)
 
@@ -148,7 +148,7 @@ def test_signature_binds_the_chain_id():
 
 
 def test_missing_signatures():
-    body_wire, sigs = good_wire()
+    body_wire, _ = good_wire()
     assert rejected(wire(body_wire, [])) == Reason.MISSING_SIGNATURE
     no_signers = list(body_wire)
     no_signers[7] = []
