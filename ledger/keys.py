@@ -72,6 +72,10 @@ def parse_address(text: str) -> bytes:
 
 
 def is_address(text: object) -> bool:
+    # Most strings asked about (currency codes, ISINs, references) are plainly not addresses:
+    # answer those without raising, which the cache of parse_address cannot remember.
+    if not isinstance(text, str) or len(text) != ADDRESS_TEXT_CHARS or not text.startswith(ADDRESS_PREFIX):
+        return False
     try:
         parse_address(text)  # type: ignore[arg-type]
     except AddressError:
