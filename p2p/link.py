@@ -78,8 +78,10 @@ class Link:
         finally:
             for task in self._tasks:
                 task.cancel()
-            results = await asyncio.gather(*self._tasks, return_exceptions=True)
-            await close_stream(self._writer, self._config.close_timeout_ms)
+            try:
+                results = await asyncio.gather(*self._tasks, return_exceptions=True)
+            finally:
+                await close_stream(self._writer, self._config.close_timeout_ms)
         return self._end_reason(results)
 
     def _end_reason(self, results: list[LinkEnd | BaseException]) -> LinkEnd:

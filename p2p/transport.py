@@ -271,7 +271,13 @@ class Transport:
     async def _dial_loop(self, peer: _Peer) -> None:
         backoff = Backoff(self._rng, self._config.backoff_initial_ms, self._config.backoff_max_ms)
         while not self._stopped:
-            opened = await self._dial(peer)
+            try:
+                opened = await self._dial(peer)
+            # A bug in a dial must not silently end this loop: the peer would never be
+            # reconnected. It is logged with its traceback and the dial retried after backoff.
+            except Exception:  # noqa: BLE001
+                log.exception("p2p dial %s failed unexpectedly", peer.info.name)
+                opened = None
             if opened is not None:
                 backoff.reset()
                 accepted, reader, writer = opened
@@ -323,10 +329,12 @@ class Transport:
             writer.write(encode_frame(self._own_hello().to_frame()))
             await writer.drain()
             hello, frames = await _read_hello(reader, decoder)
-        except (ssl.SSLError, OSError, EOFError):
+        except ssl.SSLError:
             # With TLS 1.3 the acceptor checks our certificate after our handshake completes,
-            # so its refusal of us shows up here as a broken session.
+            # so its refusal of us shows up here, as an alert on the session.
             return RefusalCode.TLS_HANDSHAKE
+        except (OSError, EOFError):
+            return RefusalCode.CONNECTION_LOST
         refusal = check_hello(hello, peer_der, peer.info.name, self._chain_id, self._pins)
         if refusal is not None:
             self._log_claim(refusal, writer, hello)
@@ -414,7 +422,8 @@ async def _cancel_all(tasks: set[asyncio.Task[None]], close_timeout_ms: int) -> 
 async def _read_hello(
     reader: asyncio.StreamReader, decoder: FrameDecoder
 ) -> tuple[Hello | None, list[Frame]]:
-    """The peer's hello and any frames already behind it; (None, []) if it is not a hello.
+    """The peer's hello and any frames already behind it; (None, []) if it is not a hello,
+    EOFError if the peer closed first (often: it refused us).
 
     Bounded: the caller's handshake timeout bounds the time, and MAX_HELLO_BYTES bounds what an
     authenticated-but-not-yet-named peer can make us buffer.
@@ -423,7 +432,7 @@ async def _read_hello(
     while not frames:
         data = await reader.read(READ_CHUNK_BYTES)
         if not data:
-            return None, []
+            raise EOFError("closed before its hello")
         try:
             frames = decoder.feed(data)
         except FrameError:
