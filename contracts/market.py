@@ -17,7 +17,18 @@ from contracts.base import AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, o
 from contracts.cash import CURRENCY_CODE, require_currency
 from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
-from contracts.orderbook import BUY, FOK, GTT, IOC, NEW, Order, RESTING_TIFS, SELL, SIDES, TIMES_IN_FORCE
+from contracts.orderbook import (
+    BUY,
+    FOK,
+    GTT,
+    IOC,
+    NEW,
+    RESTING_TIFS,
+    SELL,
+    SIDES,
+    TIMES_IN_FORCE,
+    Order,
+)
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import Overlay, state_key

@@ -239,7 +239,7 @@ def withdraw(ctx: Context, proposal_id: int) -> None:
 
 def begin_block(ctx: Context) -> None:
     """Expire proposals due at this block's time (bounded), releasing the proposers' locks."""
-    due = []
+    due: list[int] = []
     for key, _ in ctx.state.iter_prefix(EXPIRY_PREFIX):
         if len(due) >= MAX_EXPIRIES_PER_BLOCK:
             break

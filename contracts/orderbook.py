@@ -18,7 +18,7 @@ from typing import NamedTuple
 import msgpack
 
 from contracts.base import MAX_AMOUNT, Context
-from ledger.reasons import ContractError, InvariantViolation, Reason, require
+from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import prefix_of, state_key
 
 BUY = "buy"
@@ -111,7 +111,7 @@ class Order(NamedTuple):
         return msgpack.packb(self, use_bin_type=True)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "Order":
+    def unpack(cls, raw: bytes) -> Order:
         return cls._make(msgpack.unpackb(raw, raw=False))
 
     def expired_at(self, time_ms: int) -> bool:
@@ -196,6 +196,14 @@ def get_order(ctx: Context, order_id: int) -> Order | None:
     return None if raw is None else Order.unpack(raw)
 
 
+def _linked(ctx: Context, order_id: int) -> Order:
+    """An order the book's links point at: missing would be a bug of ours, not a user's."""
+    found = get_order(ctx, order_id)
+    if found is None:
+        raise InvariantViolation(f"order {order_id} is linked from its level but missing")
+    return found
+
+
 def find(ctx: Context, owner: str, order_id: int) -> Order:
     """An owner's resting order; NOT_FOUND if it is not resting (filled, ended, or not theirs)."""
     found = get_order(ctx, order_id)
@@ -219,10 +227,9 @@ def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | Non
     if price is None:
         return None
     level = get_level(ctx, isin, currency, side, price)
-    require(level is not None, f"best {side} price {price} has no level")
-    head = get_order(ctx, level.head_id)  # type: ignore[union-attr]
-    require(head is not None, "a level's head order is missing")
-    return head
+    if level is None:
+        raise InvariantViolation(f"best {side} price {price} has no level")
+    return _linked(ctx, level.head_id)
 
 
 def levels(ctx: Context, isin: str, currency: str, side: str) -> Iterator[tuple[int, Level]]:
@@ -238,10 +245,9 @@ def level_orders(ctx: Context, level: Level, limit: int) -> Iterator[Order]:
     for _ in range(limit):
         if order_id == NO_ORDER:
             return
-        order = get_order(ctx, order_id)
-        require(order is not None, f"order {order_id} is linked but missing")
-        yield order  # type: ignore[misc]
-        order_id = order.next_id  # type: ignore[union-attr]
+        order = _linked(ctx, order_id)
+        yield order
+        order_id = order.next_id
 
 
 def account_orders(ctx: Context, owner: str, limit: int) -> Iterator[Order]:
@@ -250,14 +256,12 @@ def account_orders(ctx: Context, owner: str, limit: int) -> Iterator[Order]:
     for count, (key, _) in enumerate(ctx.state.iter_prefix(prefix)):
         if count >= limit:
             return
-        order = get_order(ctx, int.from_bytes(key[len(prefix):], "big"))
-        require(order is not None, "an account index entry points at no order")
-        yield order  # type: ignore[misc]
+        yield _linked(ctx, int.from_bytes(key[len(prefix):], "big"))
 
 
 def due_expiries(ctx: Context, time_ms: int, limit: int) -> list[int]:
     """Ids of up to `limit` resting orders whose expiry is at or before time_ms, soonest first."""
-    due = []
+    due: list[int] = []
     start = len(EXPIRY_PREFIX)
     for key, _ in ctx.state.iter_prefix(EXPIRY_PREFIX):
         if len(due) >= limit or int.from_bytes(key[start:start + 8], "big") > time_ms:
@@ -295,9 +299,8 @@ def rest(ctx: Context, order: Order) -> Order:
         level = Level._make(msgpack.unpackb(raw))
         if level.quantity + order.remaining > MAX_AMOUNT:
             raise ContractError(Reason.LIMIT_EXCEEDED, f"the level at {order.price} cannot hold more")
-        tail = get_order(ctx, level.tail_id)
-        require(tail is not None, "a level's tail order is missing")
-        state.put(order_key(tail.order_id), tail._replace(next_id=order.order_id).pack())  # type: ignore[union-attr]
+        tail = _linked(ctx, level.tail_id)
+        state.put(order_key(tail.order_id), tail._replace(next_id=order.order_id).pack())
         order = order._replace(prev_id=level.tail_id, next_id=NO_ORDER)
         _put_level(ctx, key, Level(level.head_id, order.order_id, level.quantity + order.remaining,
                                    level.orders + 1))
@@ -312,7 +315,10 @@ def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
     """A resting order after a partial fill: it keeps its place in the queue."""
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
-    level = Level._make(msgpack.unpackb(ctx.state.get(key)))
+    raw = ctx.state.get(key)
+    if raw is None:
+        raise InvariantViolation(f"order {order.order_id} rests at a missing level")
+    level = Level._make(msgpack.unpackb(raw))
     _put_level(ctx, key, level._replace(quantity=level.quantity - filled))
     reduced = order._replace(remaining=order.remaining - filled, status=status)
     ctx.state.put(order_key(order.order_id), reduced.pack())
@@ -326,17 +332,20 @@ def remove(ctx: Context, order: Order) -> None:
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
     raw = state.get(key)
-    require(raw is not None, f"order {order.order_id} rests at a missing level")
+    if raw is None:
+        raise InvariantViolation(f"order {order.order_id} rests at a missing level")
     level = Level._make(msgpack.unpackb(raw))
     head, tail = level.head_id, level.tail_id
     if order.prev_id == NO_ORDER:
         head = order.next_id
     else:
-        _relink(ctx, order.prev_id, next_id=order.next_id)
+        before = _linked(ctx, order.prev_id)
+        state.put(order_key(before.order_id), before._replace(next_id=order.next_id).pack())
     if order.next_id == NO_ORDER:
         tail = order.prev_id
     else:
-        _relink(ctx, order.next_id, prev_id=order.prev_id)
+        after = _linked(ctx, order.next_id)
+        state.put(order_key(after.order_id), after._replace(prev_id=order.prev_id).pack())
     if level.orders == 1:
         state.delete(key)
         if best_price(ctx, order.isin, order.currency, order.side) == order.price:
@@ -347,12 +356,6 @@ def remove(ctx: Context, order: Order) -> None:
     state.delete(account_key(order.owner, order.order_id))
     if order.expires_at_ms != NO_EXPIRY:
         state.delete(expiry_key(order.expires_at_ms, order.order_id))
-
-
-def _relink(ctx: Context, order_id: int, **link: int) -> None:
-    neighbour = get_order(ctx, order_id)
-    require(neighbour is not None, f"linked order {order_id} is missing")
-    ctx.state.put(order_key(order_id), neighbour._replace(**link).pack())  # type: ignore[union-attr]
 
 
 def _move_best(ctx: Context, order: Order, prefix: bytes) -> None:

@@ -8,7 +8,11 @@ from pathlib import Path
 from contracts import market
 from contracts.base import BlockContext, Context
 from contracts.market_bench import (
-    CURRENCY, _network, _setup, _Signer, run_market_bench,
+    CURRENCY,
+    _network,
+    _setup,
+    _Signer,
+    run_market_bench,
 )
 from contracts.registry import default_registry
 from ledger.executor import Executor

@@ -3,7 +3,7 @@ expiry and the queries, one behaviour per test (the model test covers random flo
 
 from __future__ import annotations
 
-from contracts import market
+from contracts import market, matching
 from contracts.market_data import MS_PER_DAY
 from ledger.reasons import Reason
 from tests.market_world import CURRENCY, World
@@ -230,3 +230,46 @@ def test_queries_depth_tape_last_price_and_daily_bars() -> None:
     assert [(x.day, x.open, x.high, x.low, x.close, x.volume, x.trades) for x in bars] == \
         [(day, 100, 102, 100, 102, 25, 3), (day + 1, 102, 102, 102, 102, 5, 1)]
     assert market.open_orders(ctx, a)[0].price == 105
+
+
+def test_the_match_step_bound_cancels_a_remainder_that_could_still_cross(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(matching, "MAX_MATCH_STEPS", 3)
+    w = World()
+    a, b = w.investors[:2]
+    for _ in range(5):
+        w.order(a, "sell", 10, 100)
+    done = w.order(b, "buy", 50, 100)
+    assert len(done.of_kind("trade")) == 3
+    assert done.of_kind("order_cancelled")[-1]["why"] == "step_limit"
+    assert market.depth(w.query_ctx(), w.isin, CURRENCY).bids == []  # never rested crossing
+    assert w.balance(CURRENCY, b).locked == 0
+
+
+def test_the_expiry_sweep_is_bounded_per_block_and_resumes_in_the_next(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(market, "MAX_EXPIRIES_PER_BLOCK", 2)
+    w = World()
+    a = w.investors[0]
+    due = w.time_ms + 100
+    for price in (90, 91, 92):
+        w.order(a, "buy", 10, price, time_in_force="gtt", expires_at_ms=due)
+    assert len(w.begin_block(due)) == 2
+    assert market.next_due_ms(w.query_ctx()) == due  # still due: the node proposes a block at once
+    assert len(w.begin_block(due)) == 1
+    assert w.balance(CURRENCY, a).locked == 0
+
+
+def test_the_api_queries_return_plain_json_values() -> None:
+    w = World()
+    a, b = w.investors[:2]
+    w.order(a, "sell", 10, 100)
+    w.order(b, "buy", 4, 100)
+    ctx = w.query_ctx()
+    book = market.QUERIES["book"](ctx, isin=w.isin, currency=CURRENCY)
+    assert (book["best_ask"], book["best_bid"], book["last_price"], book["halted"]) == (100, None, 100, False)
+    assert market.QUERIES["depth"](ctx, isin=w.isin, currency=CURRENCY)["asks"] == \
+        [{"price": 100, "quantity": 6, "orders": 1}]
+    assert market.QUERIES["open_orders"](ctx, account=a)[0]["remaining"] == 6
+    assert market.QUERIES["trades"](ctx, isin=w.isin, currency=CURRENCY, limit="1")[0]["quantity"] == 4
+    day = str(w.time_ms // MS_PER_DAY)
+    assert market.QUERIES["daily_bars"](ctx, isin=w.isin, currency=CURRENCY, first_day=day,
+                                        last_day=day)[0]["volume"] == 4
