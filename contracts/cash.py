@@ -88,6 +88,7 @@ def burn(ctx: Context, currency: str, amount: int, withdrawal_ref: str) -> None:
     found = require_currency(ctx, currency)
     if ctx.sender != found.agent:
         raise ContractError(Reason.UNAUTHORIZED, f"only {found.agent} burns {currency}")
+    participants.require_active(ctx, found.agent, CASH_AGENT, Reason.UNAUTHORIZED)
     compliance.check_spendable(ctx, found.agent, currency, amount)
     balances.retire(ctx, currency, found.agent, amount)
     ctx.emit("cash_burned", currency=currency, amount=amount, withdrawal_ref=withdrawal_ref)
