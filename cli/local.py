@@ -55,6 +55,9 @@ def run_node(config_path: Path) -> None:
         except OSError as exc:
             await node.stop()
             raise CliError(f"node {config.name} cannot listen: {exc}") from exc
+        except NodeError as exc:
+            await node.stop()
+            raise CliError(str(exc)) from exc
         await stop.wait()
         logging.getLogger("keiretsu.node").info("stopping node %s", config.name)
         await node.stop()

@@ -52,7 +52,9 @@ class LevelDBLogStore:
 
     def __init__(self, path: str | Path) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        self._db = plyvel.DB(str(path), create_if_missing=True)
+        # paranoid_checks: a damaged record fails the open instead of being skipped, which would
+        # silently forget a vote or an acknowledged entry.
+        self._db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         self._snapshot_index = 0
         self._last_index = 0
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import plyvel
 from aiohttp import web
 
+from consensus.log import LogInvariantError
 from contracts.base import BlockContext, Context
 from contracts.registry import default_registry
 from keiretsu_node import api
 from keiretsu_node.config import NodeConfig
-from keiretsu_node.consensus_link import ConsensusLink
+from keiretsu_node.consensus_link import RAFT_LOG_DIR, ConsensusLink
 from keiretsu_node.events import EventHub, NodeEvent
 from keiretsu_node.jsonview import receipt_json
 from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
@@ -50,6 +52,9 @@ MAX_FORWARD_FRAME_BYTES = 16 * 1024 * 1024
 RECENT_DROPPED_ENTRIES = 100_000
 READY_MAX_LAG_ENTRIES = 16
 MAX_WAITERS = 100_000
+# aiohttp's idle cut: also ends a connection that has not finished sending its request headers
+# (slow-loris) this long after it opened; body reads have their own timeout in api.py.
+API_IDLE_TIMEOUT_S = 15.0
 
 
 class NodeError(RuntimeError):
@@ -97,7 +102,9 @@ class Node:
         self.executor = Executor(self.store, self.registry, self.genesis, verified_cache=self.verified_cache,
                                  sync=config.fsync)
         try:
+            _verify_checksums(self.store.db, self.store.path)
             self.executor.init_genesis()
+            _check_chain_head(self.store)
         except StoreError as exc:
             self.store.close()
             raise NodeError(str(exc)) from exc
@@ -109,7 +116,15 @@ class Node:
         self.transport = Transport(self.identity, peers, config.p2p_host, config.p2p_port,
                                    chain_id=config.chain_id)
         self.app = LedgerApp(self.executor, config.data_dir, self._on_block, self._on_store_replaced)
-        self.consensus = ConsensusLink(config, [n.name for n in self.genesis.nodes], self.transport, self.app)
+        try:
+            raft_dir = config.data_dir / RAFT_LOG_DIR
+            if raft_dir.exists():
+                with plyvel.DB(str(raft_dir), paranoid_checks=True) as raft_db:
+                    _verify_checksums(raft_db, raft_dir)
+            self.consensus = ConsensusLink(config, [n.name for n in self.genesis.nodes], self.transport, self.app)
+        except (plyvel.Error, StoreError) as exc:
+            self.store.close()
+            raise NodeError(f"cannot open the raft log in {config.data_dir}: {_one_line(exc)}") from exc
         self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
         self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._tx_arrived = asyncio.Event()  # wakes the leader's cut loop
@@ -150,8 +165,12 @@ class Node:
 
     async def start(self) -> None:
         await self.transport.start()
-        await self.consensus.start()
-        self._runner = web.AppRunner(api.make_app(self), access_log=None)
+        try:
+            await self.consensus.start()
+        except LogInvariantError as exc:
+            raise NodeError(f"the raft log in {self.config.data_dir} does not agree with the ledger beside it ({exc}); "
+                            "restore this node's data directory or resync it from the cluster") from exc
+        self._runner = web.AppRunner(api.make_app(self), access_log=None, keepalive_timeout=API_IDLE_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api_host, self.config.api_port)
         await site.start()
@@ -498,6 +517,40 @@ class Node:
             self.metrics.mempool_txs.set(len(self.mempool))
             self.metrics.mempool_bytes.set(self.mempool.size_bytes)
             self.metrics.peers.set(len(self.transport.connected_peers()))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if exc.args else exc
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return " ".join(str(text).split())
+
+
+def _verify_checksums(db: Any, path: Path) -> None:
+    """Read every record once with checksums on. LevelDB does not check them on ordinary reads,
+    so a damaged table would otherwise be served (or applied on) as if it were data. The cost is
+    one sequential read of the store at startup."""
+    try:
+        with db.iterator(verify_checksums=True, fill_cache=False) as records:
+            for _ in records:
+                pass
+    except plyvel.Error as exc:
+        raise StoreError(f"{path}: damaged: {_one_line(exc)}") from exc
+
+
+def _check_chain_head(store: LedgerStore) -> None:
+    """The block the applied position names must be there and be that block: a damaged or
+    half-copied data directory is refused here rather than served."""
+    position = store.position
+    if position.height < 0:
+        return
+    try:
+        head = store.block(position.height)
+    except Exception as exc:  # plyvel.CorruptionError or a decode error: the bytes are damaged
+        raise StoreError(f"{store.path}: block {position.height} cannot be read: {_one_line(exc)}") from exc
+    if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
+        raise StoreError(f"{store.path}: block {position.height} is missing or does not match the applied "
+                         "position; the data directory is damaged")
 
 
 def _decoded(raw: bytes) -> SignedTx | None:
