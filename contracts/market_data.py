@@ -117,12 +117,22 @@ class TradeRecorder:
         self.ctx = ctx
         self.isin = isin
         self.currency = currency
-        self.stats = stats(ctx, isin, currency)
+        self._stats: BookStats | None = None  # read at the first trade: most orders make none
         self.day = day_of(ctx.block.time_ms)
         self.bar: DayBar | None = None
         self.bar_loaded = False
         self.prefix = tape_prefix(isin, currency)
         self.dirty = False
+
+    @property
+    def stats(self) -> BookStats:
+        if self._stats is None:
+            self._stats = stats(self.ctx, self.isin, self.currency)
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: BookStats) -> None:
+        self._stats = value
 
     def record(self, price: int, quantity: int, amount: int, buyer: str, seller: str, buy_order: int,
                sell_order: int, aggressor: str, venue: str = ON_BOOK) -> Trade:

@@ -111,9 +111,10 @@ def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -
     for _ in range(MAX_MATCH_STEPS):
         if result.taker.remaining == 0:
             return result
-        maker = orderbook.best_order(ctx, spec.isin, spec.currency, opposite)
-        if maker is None or not crosses(result.taker, maker.price):
+        best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
+        if best is None or not crosses(result.taker, best):
             return result
+        maker = orderbook.head_order(ctx, spec.isin, spec.currency, opposite, best)
         if maker.expired_at(now_ms):
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
         elif maker.owner == taker.owner:

@@ -224,11 +224,14 @@ def get_level(ctx: Context, isin: str, currency: str, side: str, price: int) -> 
 def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | None:
     """The order with priority on one side: oldest at the best price."""
     price = best_price(ctx, isin, currency, side)
-    if price is None:
-        return None
+    return None if price is None else head_order(ctx, isin, currency, side, price)
+
+
+def head_order(ctx: Context, isin: str, currency: str, side: str, price: int) -> Order:
+    """The oldest order at a price level that exists."""
     level = get_level(ctx, isin, currency, side, price)
     if level is None:
-        raise InvariantViolation(f"best {side} price {price} has no level")
+        raise InvariantViolation(f"{side} price {price} has no level")
     return _linked(ctx, level.head_id)
 
 

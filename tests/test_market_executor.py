@@ -59,3 +59,45 @@ def test_the_market_benchmark_runs_against_a_resting_book() -> None:
     result = run_market_bench(orders=200, resting=400, batch_size=100, sync=False)
     assert result["trades"] == 100  # every other order crosses and fills exactly one resting order
     assert result["orders_per_s"] > 0
+
+
+def test_two_nodes_applying_the_same_order_flow_agree_on_every_block(tmp_path: Path) -> None:
+    net = _network()
+    sign = _Signer(net.sandbox)
+    entries: list[tuple[bytes, int, int]] = []
+    stores = [LedgerStore(tmp_path / "a"), LedgerStore(tmp_path / "b")]
+    try:
+        first, second = (Executor(s, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False)
+                         for s in stores)
+        for executor in (first, second):
+            executor.init_genesis()
+        real_apply = first.apply
+
+        def recording_apply(batch: bytes, raft_index: int, raft_term: int):  # type: ignore[no-untyped-def]
+            entries.append((batch, raft_index, raft_term))
+            return real_apply(batch, raft_index, raft_term)
+
+        first.apply = recording_apply  # type: ignore[method-assign]
+        isin, raft_index = _setup(first, net, sign)
+        start_ms = stores[0].position.time_ms
+        flow = [_order(sign, net.makers[n % 3], isin, "sell" if n % 2 else "buy", 495 + n % 11,
+                       time_in_force="gtt", expires_at_ms=start_ms + 1_000 * (1 + n % 4)) for n in range(60)]
+        flow += [_order(sign, net.takers[n % 3], isin, "buy" if n % 2 else "sell", 500,
+                        time_in_force=("ioc", "fok", "gtc")[n % 3]) for n in range(30)]
+        for i in range(0, len(flow), 15):
+            raft_index += 1
+            first.apply(net.sandbox.batch(flow[i:i + 15], start_ms + 400 * i), raft_index, 1)
+        for batch, index, term in entries:
+            second.apply(batch, index, term)
+        height = stores[0].position.height
+        assert height == stores[1].position.height and height > 6
+        for h in range(height + 1):
+            assert stores[0].block(h).hash() == stores[1].block(h).hash()  # type: ignore[union-attr]
+        trades = sum(1 for h in range(height + 1) for r in stores[0].block(h).receipts  # type: ignore[union-attr]
+                     for e in r.events if e.kind == "trade")
+        expired = sum(1 for h in range(height + 1)
+                      for e in stores[0].block(h).system_events if e.kind == "order_expired")  # type: ignore[union-attr]
+        assert trades > 0 and expired > 0
+    finally:
+        for store in stores:
+            store.close()
