@@ -142,11 +142,16 @@ def genesis(ctx: Context, app_state: dict[str, Any]) -> None:
             raise ValueError(f"genesis operator {address!r} is not an address")
         ctx.put(operator_key(address), 1)
         ctx.touch(address)
+        # One event per subject, so each one's history starts at genesis (block 0).
+        ctx.emit("operator_named", address=address)
     for entry in app_state.get("participants", []):
+        if not is_address(entry.get("address")):
+            raise ValueError(f"genesis participant {entry.get('address')!r} is not an address")
         kyc = bytes.fromhex(entry.get("kyc_hash", "00" * 32))
         participant = Participant(entry["address"], entry.get("name", ""), _roles(entry["roles"]), ACTIVE, kyc,
                                   bool(entry.get("qualified", False)))
         save(ctx, participant)
+        ctx.emit("participant_admitted", address=participant.address, roles=list(participant.roles), by="genesis")
 
 
 @METHODS.method(optional=("qualified",), address=ADDRESS, name=TEXT,

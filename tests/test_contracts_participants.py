@@ -55,6 +55,23 @@ def test_a_suspended_participant_can_neither_pay_nor_be_paid_nor_be_minted_to() 
                   to=addr("stranger"), amount=1)
 
 
+def test_cash_rules_that_only_a_direct_call_or_a_huge_mint_can_reach() -> None:
+    world, _ = market()
+    from contracts import cash
+    from ledger.reasons import ContractError
+
+    for args, reason in (((addr("alice"), addr("bob"), 0), Reason.INVALID_AMOUNT),
+                         ((addr("alice"), addr("alice"), 1), Reason.SELF_TRANSFER)):
+        with pytest.raises(ContractError) as caught:
+            cash.check_transfer(world.context(()), "MXN", *args)
+        assert caught.value.reason == reason
+    world.refused(Reason.UNKNOWN_ASSET, "alice", "cash", "transfer", currency="USD", to=addr("bob"), amount=1)
+    world.refused(Reason.SUPPLY_EXCEEDED, "bank", "cash", "mint", currency="MXN", to=addr("bob"),
+                  amount=2**63 - 1, deposit_ref="d")
+    world.ok("operator", "participants", "suspend", address=addr("bank"), reason="licence")
+    world.refused(Reason.UNAUTHORIZED, "bank", "cash", "burn", currency="MXN", amount=1, withdrawal_ref="w")
+
+
 def test_update_changes_roles_and_qualification() -> None:
     world, _ = market()
     world.refused(Reason.UNAUTHORIZED, "bob", "participants", "update", address=addr("bob"), qualified=True)

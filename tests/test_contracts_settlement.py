@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from contracts import balances, settlement
 from contracts.settlement import Leg
 from ledger.reasons import ContractError, Reason
-from tests.contracts_world import addr, market
+from tests.contracts_world import PROSPECTUS, ExecWorld, addr, key, market
 
 
 def _dvp(isin: str, quantity: int = 100, amount: int = 250_000, **over: object) -> dict[str, object]:
@@ -115,3 +117,48 @@ def test_settle_legs_takes_locked_units_and_rolls_back_for_a_caller_that_catches
     assert caught.value.reason == Reason.INSUFFICIENT_LOCKED_BALANCE
     assert caught.value.detail.startswith("leg 1:")
     assert ctx.state.writes == before  # the first leg was undone although the caller caught the error
+
+
+def test_settle_legs_is_bounded() -> None:
+    world, isin = market()
+    legs = [Leg(isin, addr("alice"), addr("bob"), 1)] * (settlement.MAX_SETTLEMENT_LEGS + 1)
+    with pytest.raises(ContractError) as caught:
+        settlement.settle_legs(world.context(()), legs)
+    assert caught.value.reason == Reason.LIMIT_EXCEEDED
+
+
+def test_a_dvp_through_the_executor_needs_both_real_signatures_and_fails_whole(tmp_path: Path) -> None:
+    def entry(name: str, *roles: str) -> dict[str, object]:
+        return {"address": addr(name), "name": name, "roles": list(roles)}
+
+    chain = ExecWorld(tmp_path / "ledger", {
+        "operators": [addr("operator")],
+        "participants": [entry("bank", "cash_agent"), entry("issuer", "issuer"), entry("alice", "investor"),
+                         entry("bob", "investor")],
+        "currencies": [{"code": "MXN", "decimals": 2, "agent": addr("bank")}],
+    })
+    try:
+        registered = chain.submit([key("issuer")], "securities", "register", name="Co", kind="equity",
+                                  authorised_supply=100, prospectus_hash=PROSPECTUS, prospectus_uri="u")
+        isin = registered.events[0].attrs["isin"]
+        assert chain.submit([key("issuer")], "securities", "issue", isin=isin, to=addr("alice"), quantity=10).valid
+        assert chain.submit([key("bank")], "cash", "mint", currency="MXN", to=addr("bob"), amount=500,
+                            deposit_ref="d").valid
+
+        def holdings() -> list[int]:
+            view = chain.view()
+            return [balances.get(view, a, addr(n)).total for a in (isin, "MXN") for n in ("alice", "bob")]
+
+        before = holdings()
+        too_dear = chain.submit([key("alice"), key("bob")], "settlement", "dvp", **_dvp(isin, quantity=10,
+                                                                                       amount=501))
+        assert too_dear.reason == Reason.INSUFFICIENT_FREE_BALANCE and too_dear.detail.startswith("leg 1:")
+        assert holdings() == before
+        # A signature for a key the body does not name is no signature: bob alone cannot sell for alice.
+        assert chain.submit([key("bob")], "settlement", "dvp", **_dvp(isin, quantity=10, amount=500)).reason == (
+            Reason.SIGNATURE_REQUIRED)
+        assert chain.submit([key("alice"), key("bob")], "settlement", "dvp", **_dvp(isin, quantity=10,
+                                                                                   amount=500)).valid
+        assert holdings() == [0, 10, 500, 0]
+    finally:
+        chain.close()
