@@ -85,11 +85,12 @@ def decode_body(body: bytes, max_frame_bytes: int) -> Frame:
 
 
 class FrameDecoder:
-    """Bytes in, frames out. Holds at most one partial frame (<= prefix + max_frame_bytes).
+    """Bytes in, frames out. Between calls it holds at most one partial frame
+    (< prefix + max_frame_bytes).
 
-    The length prefix is checked as soon as its 4 bytes arrive, so an oversize frame is refused
-    before any of its body is buffered. After the first error the decoder stays failed: a
-    stream that lost framing cannot be resynchronised, and the link must close.
+    A length prefix is checked as soon as its 4 bytes are present, so an oversize frame is
+    refused before its body is read from the socket. After the first error the decoder stays
+    failed: a stream that lost framing cannot be resynchronised, and the link must close.
     """
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
@@ -97,7 +98,6 @@ class FrameDecoder:
             raise ValueError(f"max_frame_bytes must be >= {MIN_FRAME_BODY_BYTES}")
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
-        self._body_bytes: int | None = None  # length of the frame being assembled, once known
         self._error: FrameError | None = None
 
     @property
@@ -107,33 +107,31 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         if self._error is not None:
             raise self._error
-        frames: list[Frame] = []
-        view = memoryview(data)
+        self._buffer += data
         try:
-            while view:
-                view = self._take(view, frames)
+            frames, consumed = self._parse()
         except FrameError as exc:
             self._error = exc
             self._buffer.clear()
             raise
+        del self._buffer[:consumed]
         return frames
 
-    def _take(self, view: memoryview, frames: list[Frame]) -> memoryview:
-        """Consume from view up to the end of the current prefix or body; return the rest."""
-        if self._body_bytes is None:
-            need = LENGTH_PREFIX_BYTES - len(self._buffer)
-            self._buffer += view[:need]
-            if len(self._buffer) == LENGTH_PREFIX_BYTES:
-                self._body_bytes = self._check_length(int.from_bytes(self._buffer, "big"))
-                self._buffer.clear()
-            return view[need:]
-        need = self._body_bytes - len(self._buffer)
-        self._buffer += view[:need]
-        if len(self._buffer) == self._body_bytes:
-            frames.append(decode_body(bytes(self._buffer), self.max_frame_bytes))
-            self._buffer.clear()
-            self._body_bytes = None
-        return view[need:]
+    def _parse(self) -> tuple[list[Frame], int]:
+        """Every complete frame in the buffer, and how many bytes they took."""
+        frames: list[Frame] = []
+        buffer, pos = self._buffer, 0
+        while len(buffer) - pos >= LENGTH_PREFIX_BYTES:
+            length = self._check_length(
+                int.from_bytes(buffer[pos : pos + LENGTH_PREFIX_BYTES], "big")
+            )
+            end = pos + LENGTH_PREFIX_BYTES + length
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[pos + LENGTH_PREFIX_BYTES : end])
+            frames.append(decode_body(body, self.max_frame_bytes))
+            pos = end
+        return frames, pos
 
     def _check_length(self, length: int) -> int:
         if length > self.max_frame_bytes:

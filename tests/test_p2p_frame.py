@@ -36,7 +36,7 @@ def _prefixed(body: bytes) -> bytes:
     return len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(frames, max_size=8), st.lists(st.integers(min_value=0), max_size=10))
 def test_frames_survive_any_chunking(sent: list[Frame], cuts: list[int]) -> None:
     stream = b"".join(encode_frame(frame, SMALL_MAX_FRAME_BYTES) for frame in sent)
@@ -46,7 +46,7 @@ def test_frames_survive_any_chunking(sent: list[Frame], cuts: list[int]) -> None
     assert decoder.buffered_bytes == 0
 
 
-@settings(max_examples=500)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=8))
 def test_arbitrary_bytes_raise_only_frame_error(chunks: list[bytes]) -> None:
     decoder = FrameDecoder(SMALL_MAX_FRAME_BYTES)
@@ -59,10 +59,10 @@ def test_arbitrary_bytes_raise_only_frame_error(chunks: list[bytes]) -> None:
                 decoder.feed(b"\x00")
             return
         assert all(isinstance(frame, Frame) for frame in decoded)
-        assert decoder.buffered_bytes <= SMALL_MAX_FRAME_BYTES
+        assert decoder.buffered_bytes < LENGTH_PREFIX_BYTES + SMALL_MAX_FRAME_BYTES
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=SMALL_MAX_FRAME_BYTES).filter(lambda body: len(body) >= 3))
 def test_arbitrary_bodies_raise_only_frame_error(body: bytes) -> None:
     decoder = FrameDecoder(SMALL_MAX_FRAME_BYTES)
@@ -73,11 +73,18 @@ def test_arbitrary_bodies_raise_only_frame_error(body: bytes) -> None:
     assert len(decoded) == 1
 
 
+@settings(deadline=None)  # timing under a loaded CI box is not the property
 @given(st.integers(min_value=SMALL_MAX_FRAME_BYTES + 1, max_value=2**32 - 1))
 def test_oversize_length_is_refused_before_its_body_is_buffered(length: int) -> None:
     decoder = FrameDecoder(SMALL_MAX_FRAME_BYTES)
+    assert decoder.feed(encode_frame(Frame("raft", b"ok"))[:2]) == []  # partial prefix: wait
+    assert decoder.feed(b"") == []
     with pytest.raises(FrameError) as refused:
-        decoder.feed(length.to_bytes(LENGTH_PREFIX_BYTES, "big"))
+        decoder.feed(
+            encode_frame(Frame("raft", b"ok"))[2:]
+            + length.to_bytes(LENGTH_PREFIX_BYTES, "big")
+            + b"\x00" * 16
+        )
     assert refused.value.code is FrameErrorCode.OVERSIZE
     assert decoder.buffered_bytes == 0
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p.backoff import Backoff
 from p2p.send_queue import SendQueue
 
 
+@settings(deadline=None)  # timing under a loaded CI box is not the property
 @given(
     st.integers(min_value=1, max_value=8),
     st.integers(min_value=1, max_value=64),
@@ -49,6 +50,7 @@ def test_clear_counts_what_it_drops() -> None:
     assert queue.dropped_frames == 2 and len(queue) == 0
 
 
+@settings(deadline=None)  # timing under a loaded CI box is not the property
 @given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=60))
 def test_backoff_grows_to_its_cap_and_resets(seed: int, attempts: int) -> None:
     backoff = Backoff(random.Random(seed), initial_ms=100, max_ms=5000)
