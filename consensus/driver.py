@@ -341,6 +341,13 @@ class RaftDriver:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
                 self._read_waits.append((rs.index, fut))
+        if rd.soft_state is not None and self._reads:
+            # A leadership change drops reads the core was still confirming; the caller
+            # retries against the new leader instead of waiting forever.
+            for fut in self._reads.values():
+                if not fut.done():
+                    fut.set_exception(NotLeader(rd.soft_state.leader_id))
+            self._reads.clear()
 
     def _install_snapshot(self, rd: Ready) -> None:
         meta = rd.snapshot_to_install

@@ -151,8 +151,10 @@ class Simulation:
         self.check = Checker()
         self.snap_data: dict[int, list[tuple[int, bytes]]] = {}  # app state by index
         self.proposed = 0
+        self.reads: dict[bytes, int] = {}  # read context -> commit index acknowledged before it
+        self.read_seq = 0
         self.stats = {"delivered": 0, "dropped": 0, "crashes": 0, "snapshots": 0,
-                      "conf_changes": 0, "leaders": 0}
+                      "conf_changes": 0, "leaders": 0, "reads": 0, "transfers": 0}
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -212,6 +214,12 @@ class Simulation:
         if rd.hard_state is not None:
             disk.hard_state = rd.hard_state
         self.check.on_commit(node)
+        for rs in rd.read_states:
+            needed = self.reads.pop(rs.context, None)
+            if needed is not None and rs.index < needed:
+                self.check.fail(f"Linearizable read: {node.id} read at {rs.index} but {needed} "
+                                f"was already committed when the read began")
+            self.stats["reads"] += 1
         for m in rd.messages:
             self._send(node, m)
         for e in rd.committed_entries:
@@ -267,6 +275,10 @@ class Simulation:
             self._strike_leader()
         if roll > 0.9:
             self._propose()
+        elif roll > 0.89:
+            self._read(rng.choice(alive))
+        elif roll > 0.888:
+            self._transfer()
         elif roll > 0.88:
             self._compact(rng.choice(alive))
         elif roll > 0.875 and self.membership:
@@ -313,6 +325,27 @@ class Simulation:
                 return None
         self._process(node)
         return index
+
+    def _read(self, node: SimNode) -> None:
+        self.read_seq += 1
+        ctx = b"read-%d" % self.read_seq  # unique: duplicated responses must not match
+        acknowledged = max(n.raft.log.committed for n in self.nodes.values())
+        try:
+            node.raft.read_index(ctx)
+        except ProposalRefused:
+            return
+        self.reads[ctx] = acknowledged
+        self._process(node)
+
+    def _transfer(self) -> None:
+        leader = self._leader()
+        if leader is None:
+            return
+        others = [v for v in leader.raft.conf.voters if v != leader.id]
+        if others:
+            leader.raft.transfer_leader(self.rng.choice(others))
+            self.stats["transfers"] += 1
+            self._process(leader)
 
     def _compact(self, node: SimNode) -> None:
         r = node.raft
