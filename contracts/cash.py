@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import balances, compliance, participants
-from contracts.base import ADDRESS, AMOUNT, ArgType, TEXT, UINT, Context, MethodTable
+from contracts.base import ADDRESS, AMOUNT, TEXT, UINT, ArgType, Context, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import state_key
 

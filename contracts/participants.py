@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.base import ADDRESS, BOOL, BYTES32, HASH32, TEXT, Context, MethodTable, list_of, one_of
+from contracts.base import (
+    ADDRESS,
+    BOOL,
+    BYTES32,
+    HASH32,
+    TEXT,
+    Context,
+    MethodTable,
+    list_of,
+    one_of,
+)
 from ledger import auth
 from ledger.keys import address_of, is_address
 from ledger.reasons import ContractError, Reason

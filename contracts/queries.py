@@ -6,8 +6,9 @@ return frozen records; registered as the method-less contract "queries" so the A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from contracts import balances, compliance, participants, securities
 from contracts.base import ASSET_ID, BlockContext, Context, MethodTable

@@ -7,6 +7,7 @@ offerings, corporate actions and settlement call before any security moves.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,18 @@ from typing import Any
 from contracts import balances, cash, compliance, participants, settlement
 from contracts import isin as isin_codes
 from contracts.base import (
-    ADDRESS, AMOUNT, ASSET_ID, BOOL, HASH32, TEXT, UINT, ArgType, Context, MethodTable, list_of, one_of,
+    ADDRESS,
+    AMOUNT,
+    ASSET_ID,
+    BOOL,
+    HASH32,
+    TEXT,
+    UINT,
+    ArgType,
+    Context,
+    MethodTable,
+    list_of,
+    one_of,
 )
 from ledger.reasons import ContractError, Reason
 from ledger.state import state_key
@@ -64,7 +76,7 @@ class Instrument:
         return state
 
     @classmethod
-    def from_state(cls, isin: str, raw: dict[str, Any]) -> "Instrument":
+    def from_state(cls, isin: str, raw: dict[str, Any]) -> Instrument:
         fields = dict(raw)
         fields["coupon_schedule_ms"] = tuple(raw["coupon_schedule_ms"])
         return cls(isin=isin, **fields)
@@ -185,7 +197,7 @@ def _bond_terms(ctx: Context, kind: str, terms: dict[str, Any]) -> dict[str, Any
     maturity = terms["maturity_ms"]
     if maturity <= ctx.block.time_ms:
         raise ContractError(Reason.BAD_ARGUMENTS, "maturity must be after the registration block")
-    if any(b <= a for a, b in zip(schedule, schedule[1:])):
+    if any(b <= a for a, b in itertools.pairwise(schedule)):
         raise ContractError(Reason.BAD_ARGUMENTS, "coupon dates must strictly increase")
     if schedule and (schedule[0] <= ctx.block.time_ms or schedule[-1] > maturity):
         raise ContractError(Reason.BAD_ARGUMENTS, "coupon dates must lie after registration, up to maturity")

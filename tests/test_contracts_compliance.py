@@ -100,7 +100,7 @@ def test_a_forced_transfer_overrides_freeze_pause_lockup_and_suspension_and_name
 
 def test_a_forced_transfer_still_needs_an_eligible_target_a_reason_and_free_units() -> None:
     world, isin = market()
-    args = dict(asset=isin, source=addr("alice"), quantity=1, reason="order")
+    args = {"asset": isin, "source": addr("alice"), "quantity": 1, "reason": "order"}
     world.refused(Reason.RECEIVER_NOT_ELIGIBLE, "regulator", "compliance", "forced_transfer", target=addr("dave"),
                   **args)
     world.refused(Reason.BAD_ARGUMENTS, "regulator", "compliance", "forced_transfer", target=addr("bob"),

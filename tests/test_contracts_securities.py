@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from contracts import isin as isin_codes
 from contracts import securities
 from ledger.reasons import Reason
-from tests.contracts_world import PROSPECTUS, START_MS, World, addr, market
+from tests.contracts_world import PROSPECTUS, START_MS, Outcome, World, addr, market
 
-BOND_TERMS = dict(face_value_minor=100_000, currency="MXN", coupon_rate_bps=850,
-                  coupon_schedule_ms=[START_MS + 10**9, START_MS + 2 * 10**9], maturity_ms=START_MS + 2 * 10**9)
+BOND_TERMS: dict[str, Any] = {"face_value_minor": 100_000, "currency": "MXN", "coupon_rate_bps": 850,
+                  "coupon_schedule_ms": [START_MS + 10**9, START_MS + 2 * 10**9], "maturity_ms": START_MS + 2 * 10**9}
 
 
-def _register(world: World, signer: str = "issuer", **args: object) -> object:
-    base = dict(name="Bono Verde", kind="bond", authorised_supply=5000, prospectus_hash=PROSPECTUS,
-                prospectus_uri="ipfs://x")
+def _register(world: World, signer: str = "issuer", **args: Any) -> Outcome:
+    base = {"name": "Bono Verde", "kind": "bond", "authorised_supply": 5000, "prospectus_hash": PROSPECTUS,
+                "prospectus_uri": "ipfs://x"}
     base.update(args)
     return world.call(signer, "securities", "register", **base)
 
@@ -84,7 +86,7 @@ def test_only_the_issuer_issues_and_only_to_an_eligible_holder() -> None:
 
 def test_redeem_needs_issuer_and_holder_and_pays_atomically() -> None:
     world, isin = market()
-    args = dict(isin=isin, holder=addr("alice"), quantity=100, currency="MXN", amount=50_000)
+    args = {"isin": isin, "holder": addr("alice"), "quantity": 100, "currency": "MXN", "amount": 50_000}
     world.refused(Reason.SIGNATURE_REQUIRED, "issuer", "securities", "redeem", **args)
     world.refused(Reason.SIGNATURE_REQUIRED, "alice", "securities", "redeem", **args)
     world.ok(("issuer", "alice"), "securities", "redeem", **args)

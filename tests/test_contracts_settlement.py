@@ -13,8 +13,8 @@ from tests.contracts_world import PROSPECTUS, ExecWorld, addr, key, market
 
 
 def _dvp(isin: str, quantity: int = 100, amount: int = 250_000, **over: object) -> dict[str, object]:
-    args: dict[str, object] = dict(seller=addr("alice"), buyer=addr("bob"), isin=isin, quantity=quantity,
-                                   currency="MXN", amount=amount)
+    args: dict[str, object] = {"seller": addr("alice"), "buyer": addr("bob"), "isin": isin, "quantity": quantity,
+                                   "currency": "MXN", "amount": amount}
     args.update(over)
     return args
 

@@ -315,7 +315,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert new.free >= compliance.frozen_amount(ctx, account, asset), "spent a frozen part"
 
 
-LedgerMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
+LedgerMachine.TestCase.settings = settings(max_examples=70, stateful_step_count=40, deadline=None,
                                            suppress_health_check=[HealthCheck.too_slow])
 TestContractsInMemory = LedgerMachine.TestCase
 
@@ -324,6 +324,6 @@ class ExecutorLedgerMachine(LedgerMachine):
     driver_class = ExecutorDriver
 
 
-ExecutorLedgerMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None,
+ExecutorLedgerMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=30, deadline=None,
                                                    suppress_health_check=[HealthCheck.too_slow])
 TestContractsThroughExecutor = ExecutorLedgerMachine.TestCase
