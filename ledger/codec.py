@@ -147,7 +147,11 @@ def decode(data: bytes, *, max_bytes: int) -> Any:
         raise CodecError("trailing bytes after the value") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CodecError(f"not valid msgpack: {exc}") from exc
-    if _PACKER.pack(value) != data or _FLOAT32_PACKER.pack(value) != data:
+    try:
+        canonical = _PACKER.pack(value) == data and _FLOAT32_PACKER.pack(value) == data
+    except OverflowError:  # a float64 beyond float32's range: a float, so never canonical
+        canonical = False
+    if not canonical:
         _normal(value, 0)  # names a float or a too-deep value, if that is what it is
         raise NonCanonical("not the canonical encoding")
     kind = type(value)
