@@ -196,6 +196,15 @@ async def get_block(request: web.Request) -> web.Response:
     return web.json_response(block_json(block, with_txs=not _bool_param(request, "headers_only")))
 
 
+LINEARIZABLE_TIMEOUT_S = 5
+
+
+async def _barrier(request: web.Request) -> None:
+    """With ?linearizable=true, wait until this node reflects every commit acknowledged before."""
+    if _bool_param(request, "linearizable") and not await _node(request).consensus.read_barrier(LINEARIZABLE_TIMEOUT_S):
+        raise ApiProblem(503, "NOT_READY", "no leader confirmed a read point; retry", {"Retry-After": "1"})
+
+
 def _address(request: web.Request) -> str:
     address = request.match_info["address"]
     if not is_address(address):
@@ -204,6 +213,7 @@ def _address(request: web.Request) -> str:
 
 
 async def get_account(request: web.Request) -> web.Response:
+    await _barrier(request)
     node = _node(request)
     return web.json_response(safe(queries.account(node.read_context(), _address(request))))
 
@@ -234,6 +244,7 @@ def _isin(request: web.Request) -> str:
 
 
 async def get_security(request: web.Request) -> web.Response:
+    await _barrier(request)
     node = _node(request)
     found = queries.security(node.read_context(), _isin(request))
     if found is None:
@@ -242,6 +253,7 @@ async def get_security(request: web.Request) -> web.Response:
 
 
 async def get_security_holders(request: web.Request) -> web.Response:
+    await _barrier(request)
     node = _node(request)
     limit = _int_param(request, "limit", 1000, 1, 100_000)
     return web.json_response(safe(queries.holders(node.read_context(), _isin(request), limit)))
@@ -252,6 +264,7 @@ async def get_security_history(request: web.Request) -> web.Response:
 
 
 async def get_participant(request: web.Request) -> web.Response:
+    await _barrier(request)
     node = _node(request)
     found = queries.participant(node.read_context(), _address(request))
     if found is None:
@@ -260,6 +273,7 @@ async def get_participant(request: web.Request) -> web.Response:
 
 
 async def contract_query(request: web.Request) -> web.Response:
+    await _barrier(request)
     node = _node(request)
     contract, name = request.match_info["contract"], request.match_info["name"]
     try:

@@ -71,6 +71,17 @@ class ConsensusLink:
             log.info("proposal not committed: %s", exc)
             return None
 
+    async def read_barrier(self, timeout_s: float) -> bool:
+        """Raft's read index: True once this node has applied every commit acknowledged before
+        the call (a linearizable read may then be served from local state)."""
+        import asyncio
+
+        try:
+            await asyncio.wait_for(self.driver.read_index(), timeout_s)
+        except (NotLeader, Overloaded, DriverStopped, TimeoutError):
+            return False
+        return True
+
     def status(self) -> dict[str, Any]:
         if not self._started:
             return {}

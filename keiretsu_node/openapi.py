@@ -59,10 +59,18 @@ REQUEST_BODIES = {
 }
 
 
+LINEARIZABLE_PATHS = ("/v1/accounts/{address}", "/v1/securities/{isin}", "/v1/securities/{isin}/holders",
+                      "/v1/participants/{address}", "/v1/query/{contract}/{name}")
+LINEARIZABLE = {"name": "linearizable", "in": "query", "schema": {"type": "boolean"},
+                "description": "wait for a Raft read index so the answer reflects every acknowledged commit"}
+
+
 def _operation(method: str, path: str, summary: str) -> dict[str, Any]:
     params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
               for name in re.findall(r"{(\w+)}", path)]
     params.extend(QUERY_PARAMS.get(path, []))
+    if path in LINEARIZABLE_PATHS:
+        params.append(LINEARIZABLE)
     problem = {"description": "problem details",
                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     op: dict[str, Any] = {

@@ -226,3 +226,10 @@ async def test_events_stream_blocks_and_receipts_for_an_account(node, http) -> N
     kinds = [k for k, _ in seen]
     assert "block" in kinds and kinds[-1] == "receipt"
     assert seen[-1][1]["receipt"]["result"] == "valid"
+
+
+async def test_a_linearizable_read_sees_what_was_just_committed(node, http) -> None:
+    key = KeyPair.generate()
+    await post_tx(http, node, admit(node, key).raw, wait="true")
+    status, body = await get(http, node, f"/v1/accounts/{key.address}?linearizable=true")
+    assert status == 200 and body["participant"]["roles"] == ["investor"]

@@ -29,6 +29,10 @@ class ApiError(Exception):
         self.detail = detail
 
 
+def _lin(linearizable: bool) -> dict[str, str]:
+    return {"linearizable": "true"} if linearizable else {}
+
+
 class Client:
     """An async client for one node. Use `async with Client(url) as c:`."""
 
@@ -116,8 +120,9 @@ class Client:
         params = {"headers_only": "true"} if headers_only else {}
         return await self._request("GET", f"/v1/blocks/{height}", params=params)
 
-    async def account(self, address: str) -> dict[str, Any]:
-        return await self._request("GET", f"/v1/accounts/{address}")
+    async def account(self, address: str, *, linearizable: bool = False) -> dict[str, Any]:
+        """Balances and participant record; linearizable=True reflects every acknowledged commit."""
+        return await self._request("GET", f"/v1/accounts/{address}", params=_lin(linearizable))
 
     async def history(self, subject: str, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
         params: dict[str, str] = {"limit": str(limit)}
@@ -126,11 +131,12 @@ class Client:
         kind = "accounts" if is_address(subject) else "securities"
         return await self._request("GET", f"/v1/{kind}/{subject}/history", params=params)
 
-    async def security(self, isin: str) -> dict[str, Any]:
-        return await self._request("GET", f"/v1/securities/{isin}")
+    async def security(self, isin: str, *, linearizable: bool = False) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/securities/{isin}", params=_lin(linearizable))
 
-    async def holders(self, isin: str, *, limit: int = 1000) -> dict[str, Any]:
-        return await self._request("GET", f"/v1/securities/{isin}/holders", params={"limit": str(limit)})
+    async def holders(self, isin: str, *, limit: int = 1000, linearizable: bool = False) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/securities/{isin}/holders",
+                                   params={"limit": str(limit), **_lin(linearizable)})
 
     async def participant(self, address: str) -> dict[str, Any]:
         return await self._request("GET", f"/v1/participants/{address}")
