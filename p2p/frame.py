@@ -44,7 +44,7 @@ class Frame:
 def encode_frame(frame: Frame, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """Prefix and body of one frame; raises FrameError if the receiver would refuse it."""
     check_channel(frame.channel)
-    body = msgpack.packb([frame.channel, frame.payload], use_bin_type=True)
+    body: bytes = msgpack.packb([frame.channel, frame.payload], use_bin_type=True)
     if len(body) > max_frame_bytes:
         raise FrameError(FrameErrorCode.OVERSIZE, f"{len(body)} > {max_frame_bytes} bytes")
     return len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body

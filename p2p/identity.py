@@ -26,8 +26,8 @@ MAX_NODE_NAME_BYTES = 64
 # skewed clocks never disagree on whether it is valid yet, and regenerating it gives the same
 # DER bytes that genesis pins. 9999-12-31 is RFC 5280's "no well-defined expiration date".
 # Rotation happens by changing genesis, not by expiry.
-CERT_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
-CERT_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
+CERT_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+CERT_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
 
 class IdentityError(Exception):
@@ -147,7 +147,7 @@ class NodeIdentity:
         return cls(certificate_node_name(cert), key, cert)
 
     def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write key (mode 0600, created with that mode so it is never readable by others) and cert."""
+        """Write the key (created 0600, so never readable by others, even briefly) and the cert."""
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         key_path = folder / KEY_FILE_NAME

@@ -161,5 +161,5 @@ async def close_stream(writer: asyncio.StreamWriter, close_timeout_ms: int) -> N
     except asyncio.CancelledError:
         writer.transport.abort()
         raise
-    except Exception:  # noqa: BLE001 - timed out or already broken: either way, drop it now
+    except Exception:  # noqa: BLE001 - timed out, or already broken: either way, drop it now
         writer.transport.abort()

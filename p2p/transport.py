@@ -29,7 +29,7 @@ from p2p.handshake import (
     dials,
 )
 from p2p.identity import IdentityError, NodeIdentity, PeerInfo
-from p2p.link import Link, LinkEnd, close_stream
+from p2p.link import Link, close_stream
 from p2p.send_queue import SendQueue
 from p2p.stats import PeerCounters, PeerStats, TransportStats
 
@@ -275,7 +275,7 @@ class Transport:
                 opened = await self._dial(peer)
             # A bug in a dial must not silently end this loop: the peer would never be
             # reconnected. It is logged with its traceback and the dial retried after backoff.
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("p2p dial %s failed unexpectedly", peer.info.name)
                 opened = None
             if opened is not None:
@@ -375,7 +375,7 @@ class Transport:
             handler(peer_name, frame.payload)
         # A failing handler is the node's bug, not the peer's fault: log it loudly but keep the
         # link, so one bad message handler cannot partition the cluster.
-        except Exception:  # noqa: BLE001
+        except Exception:
             peer.counters.handler_errors += 1
             log.exception("p2p handler for channel %r failed", frame.channel)
 

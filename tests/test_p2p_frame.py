@@ -36,7 +36,7 @@ def _prefixed(body: bytes) -> bytes:
     return len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(frames, max_size=8), st.lists(st.integers(min_value=0), max_size=10))
 def test_frames_survive_any_chunking(sent: list[Frame], cuts: list[int]) -> None:
     stream = b"".join(encode_frame(frame, SMALL_MAX_FRAME_BYTES) for frame in sent)

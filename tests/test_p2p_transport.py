@@ -50,6 +50,15 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -
     raise AssertionError("condition not reached in time")
 
 
+def _recorder(
+    inbox: asyncio.Queue[tuple[str, str, bytes]], channel: str
+) -> Callable[[str, bytes], None]:
+    def record(peer: str, payload: bytes) -> None:
+        inbox.put_nowait((peer, channel, payload))
+
+    return record
+
+
 class Cluster:
     """Three named nodes sharing one genesis; each records what it receives in a queue."""
 
@@ -70,9 +79,7 @@ class Cluster:
         )
         inbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(maxsize=10_000)
         for channel in CHANNELS:
-            transport.register(
-                channel, lambda peer, payload, c=channel: inbox.put_nowait((peer, c, payload))
-            )
+            transport.register(channel, _recorder(inbox, channel))
         self.transports[name], self.inbox[name] = transport, inbox
         return transport
 
