@@ -143,6 +143,7 @@ class ExecWorld:
         self.raft_index = 0
         self.nonce = 0
         self.time_ms = START_MS
+        self.batches: list[bytes] = []  # every batch applied, in order, for a replay
 
     def close(self) -> None:
         self.store.close()
@@ -156,7 +157,9 @@ class ExecWorld:
     def submit_raw(self, raws: list[bytes]) -> tuple[Receipt, ...]:
         self.raft_index += 1
         self.time_ms += 1000
-        applied = self.executor.apply(Batch(self.time_ms, tuple(raws)).encode(), self.raft_index, 1)
+        batch = Batch(self.time_ms, tuple(raws)).encode()
+        self.batches.append(batch)
+        applied = self.executor.apply(batch, self.raft_index, 1)
         assert applied is not None
         return applied.block.receipts
 

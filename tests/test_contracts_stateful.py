@@ -5,7 +5,9 @@ negative balance; every holder is an admitted participant and every security hol
 (qualified where required, within the maximum holders); a suspended or wholly frozen account's
 balances change only by a regulator's forced transfer; spending never dips into a partially
 frozen part; a refused call (a failed DvP among them) changed nothing. One machine runs contracts
-over an in-memory state, the other the same rules through the real Executor and LevelDB.
+over an in-memory state, the other the same rules through the real Executor and LevelDB, with
+real keys (re-bound by lost-key recoveries), and at the end replays every batch on a second
+store from genesis and requires the same block and state hashes.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from ledger.reasons import ContractError, Reason
 from ledger.state import prefix_of
 from tests.contracts_world import KYC, PROSPECTUS, ExecWorld, World, addr, key
 
-PEOPLE = ("alice", "bob", "carol", "dave", "stranger")  # dave: not an investor; stranger: never admitted
+# dave: not an investor; stranger: never admitted; erin: admitted (with random roles) by a rule.
+PEOPLE = ("alice", "bob", "carol", "dave", "stranger", "erin")
 INVESTORS = ("alice", "bob", "carol")
-ADMITTED = ("regulator", "bank", "issuer", "alice", "bob", "carol", "dave")
+MAX_INSTRUMENTS = 6
 CURRENCY = "MXN"
 QUANTITY = st.integers(1, 120)
 # Mostly investors, so that most calls could succeed; sometimes someone who may not hold.
-PARTY = st.sampled_from(INVESTORS * 4 + ("dave", "stranger"))
+PARTY = st.sampled_from(INVESTORS * 4 + ("dave", "stranger", "erin"))
 # Two parties: usually two different investors, sometimes any two (the same, or ineligible).
 PAIR = st.one_of(st.permutations(INVESTORS).map(lambda p: (p[0], p[1])),
                  st.permutations(INVESTORS).map(lambda p: (p[1], p[2])),
@@ -53,6 +56,9 @@ class Driver:
 
     def advance(self, ms: int) -> None:
         raise NotImplementedError
+
+    def rebind(self, name: str, key_name: str) -> None:
+        """After a recovery: `name` signs with key(key_name) from now on."""
 
     def close(self) -> None:
         pass
@@ -77,10 +83,26 @@ class MemoryDriver(Driver):
 class ExecutorDriver(Driver):
     def __init__(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="keiretsu-contracts-")
-        self.chain = ExecWorld(Path(self.tmp) / "ledger", {"operators": [addr("operator")]})
+        self.app_state: dict[str, Any] = {"operators": [addr("operator")]}
+        self.chain = ExecWorld(Path(self.tmp) / "ledger", self.app_state)
+        self.keys: dict[str, str] = {}
 
     def call(self, signers: tuple[str, ...], contract: str, method: str, args: dict[str, Any]) -> Reason:
-        return self.chain.submit([key(s) for s in signers], contract, method, **args).reason
+        keys = [key(self.keys.get(s, s)) for s in signers]
+        return self.chain.submit(keys, contract, method, **args).reason
+
+    def rebind(self, name: str, key_name: str) -> None:
+        self.keys[name] = key_name
+
+    def replay_matches(self) -> bool:
+        """A second node replaying the same batches from genesis reaches the same hashes."""
+        replica = ExecWorld(Path(self.tmp) / "replica", self.app_state)
+        try:
+            for index, batch in enumerate(self.chain.batches, start=1):
+                replica.executor.apply(batch, index, 1)
+            return replica.store.position == self.chain.store.position
+        finally:
+            replica.close()
 
     def view(self) -> Context:
         return self.chain.view()
@@ -111,7 +133,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.last_method = ""
 
     def teardown(self) -> None:
-        self.driver.close()
+        try:
+            if isinstance(self.driver, ExecutorDriver):
+                assert self.driver.replay_matches(), "a replay from genesis reached another state"
+        finally:
+            self.driver.close()
 
     # ------------------------------------------------------------ driving
 
@@ -144,15 +170,46 @@ class LedgerMachine(RuleBasedStateMachine):
             for name in holders:
                 assert self.do(("issuer",), "securities", "issue", isin=isin, to=addr(name), quantity=300) == Reason.OK
 
-    def _register(self, rules: dict[str, Any]) -> None:
+    def _register(self, rules: dict[str, Any], kind: str = "equity") -> None:
         before = {k for k, _ in self.driver.view().scan(prefix_of("instr"), 1000)}
-        reason = self.do(("issuer",), "securities", "register", name="Co", kind="equity", authorised_supply=2000,
+        reason = self.do(("issuer",), "securities", "register", name="Co", kind=kind, authorised_supply=2000,
                          prospectus_hash=PROSPECTUS, prospectus_uri="u", **rules)
         assert reason == Reason.OK
         new = [k for k, _ in self.driver.view().scan(prefix_of("instr"), 1000) if k not in before]
         isin = new[0].rsplit(b"\x1f", 1)[1].decode("ascii")
         self.isins.append(isin)
         self.assets.append(isin)
+
+    # ------------------------------------------------------------ participants
+
+    @rule(roles=st.lists(st.sampled_from(participants.ROLES), max_size=2), qualified=st.booleans(),
+          signer=st.sampled_from(("operator", "operator", "alice")))
+    def admit(self, roles: list[str], qualified: bool, signer: str) -> None:
+        self.do((signer,), "participants", "admit", address=addr("erin"), name="erin", roles=roles,
+                kyc_hash=KYC, qualified=qualified)
+
+    @rule(account=st.sampled_from(INVESTORS), generation=st.integers(1, 3),
+          signers=st.sampled_from((("operator", "regulator"),) * 3 + (("operator",), ("regulator",))))
+    def recover_key(self, account: str, generation: int, signers: tuple[str, ...]) -> None:
+        """Lost keys: from a successful recovery on, the account signs with its new key."""
+        new_key = f"{account}-key{generation}"
+        reason = self.do(signers, "participants", "recover_key", address=addr(account),
+                         new_public_key=key(new_key).public_key, reason="lost phone")
+        if reason == Reason.OK:
+            self.driver.rebind(account, new_key)
+
+    @precondition(lambda self: len(self.isins) < MAX_INSTRUMENTS)
+    @rule(kind=st.sampled_from(("equity", "bond")), max_holders=st.none() | st.integers(1, 3),
+          qualified_only=st.booleans(), lockup_ms=st.integers(0, 20_000))
+    def register(self, kind: str, max_holders: int | None, qualified_only: bool, lockup_ms: int) -> None:
+        now = self.driver.view().block.time_ms
+        rules: dict[str, Any] = {"qualified_only": qualified_only, "lockup_until_ms": now + lockup_ms}
+        if max_holders is not None:
+            rules["max_holders"] = max_holders
+        if kind == "bond":
+            rules.update(face_value_minor=1000, currency=CURRENCY, coupon_rate_bps=500,
+                         coupon_schedule_ms=[now + 10**8], maturity_ms=now + 10**9)
+        self._register(rules, kind)
 
     # ------------------------------------------------------------ cash
 
