@@ -83,13 +83,21 @@ class Overlay:
         self.parent = parent
         self.writes: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] | None = None
-        self._parent_get = parent.get  # bound once: get() is the hottest call of a block
+        # get() is the hottest call of a block: look through the staged writes of this overlay
+        # and every overlay under it in one loop, then ask the reader at the bottom once.
+        if isinstance(parent, Overlay):
+            self._layers: tuple[dict[bytes, bytes | None], ...] = (self.writes, *parent._layers)
+            self._bottom_get = parent._bottom_get
+        else:
+            self._layers = (self.writes,)
+            self._bottom_get = parent.get
 
     def get(self, key: bytes) -> bytes | None:
-        staged = self.writes.get(key, _UNSTAGED)
-        if staged is _UNSTAGED:
-            return self._parent_get(key)
-        return staged  # type: ignore[return-value]
+        for writes in self._layers:
+            staged = writes.get(key, _UNSTAGED)
+            if staged is not _UNSTAGED:
+                return staged  # type: ignore[return-value]
+        return self._bottom_get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
         if key not in self.writes:
