@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -31,6 +32,7 @@ FAST = TransportConfig(
     backoff_initial_ms=20,
     backoff_max_ms=200,
 )
+RNG_SEED = 5  # backoff jitter; timing on real sockets is not reproducible anyway
 WAIT_S = 5.0
 POLL_S = 0.01
 
@@ -76,6 +78,7 @@ class Cluster:
         transport = Transport(
             self.identities[name], self.genesis, "127.0.0.1", self.info(name).port,
             chain_id=CHAIN, max_frame_bytes=max_frame_bytes, config=config,
+            rng=random.Random(RNG_SEED),
         )
         inbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(maxsize=10_000)
         for channel in CHANNELS:
@@ -246,6 +249,38 @@ async def test_a_node_whose_certificate_is_not_in_genesis_is_refused(cluster: Cl
     await eventually(lambda: node2.stats().refusal_count(RefusalCode.TLS_HANDSHAKE.value) == 1)
     assert node2.connected_peers() == []
     assert cluster.inbox["node2"].empty()
+
+
+@pytest.mark.parametrize("impostor_name", ["outsider", "node3"])
+async def test_a_dialer_refuses_an_impostor_at_its_peers_address(
+    cluster: Cluster, impostor_name: str
+) -> None:
+    # Something else listens where genesis says node2 is: a stranger with its own key, or
+    # node3 (a member, so TLS passes) answering at node2's address.
+    impostor = cluster.identities.get(impostor_name) or NodeIdentity.generate("node2")
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(hello_bytes("node2"))  # even claiming to be node2
+        await read_until_closed(reader)
+        writer.close()
+
+    context = tls.server_context(impostor, cluster.genesis)
+    server = await asyncio.start_server(
+        answer, "127.0.0.1", cluster.info("node2").port, ssl=context
+    )
+    try:
+        await cluster.start("node1")
+        node1 = cluster.transports["node1"]
+        expected = RefusalCode.CERT_NOT_PINNED if impostor_name == "node3" else (
+            RefusalCode.TLS_HANDSHAKE
+        )
+        await eventually(lambda: node1.stats().refusal_count(expected.value) >= 1)
+        assert node1.connected_peers() == []
+        assert node1.stats().peer("node2").links_established == 0
+    finally:
+        server.close()
+        await cluster.stop()
+        await server.wait_closed()
 
 
 async def test_a_member_claiming_another_members_name_is_refused(cluster: Cluster) -> None:
