@@ -309,8 +309,10 @@ class Raft:
 
     def _poll(self, voter: str, granted: bool) -> str:
         self.votes.setdefault(voter, granted)
-        yes = sum(1 for v in self.votes.values() if v)
-        no = len(self.votes) - yes
+        # Only current voters count: a late answer from a removed node or a learner must not.
+        counted = [g for v, g in self.votes.items() if v in self.conf.voters]
+        yes = sum(1 for g in counted if g)
+        no = len(counted) - yes
         need = quorum(len(self.conf.voters))
         if yes >= need:
             return "won"

@@ -23,6 +23,7 @@ MAX_DELAY_UNITS = 8  # a message is delivered 1..this many time units after it i
 FAULT_PHASE_UNITS = 1200
 HEAL_BOUND_UNITS = 2500  # liveness: after healing, a leader commits within this many units
 COMPACT_KEEP_ENTRIES = 8
+TORN_CRASH_P = 0.001  # per Ready: crash after the core changed state, before persisting it
 
 
 class SafetyViolation(AssertionError):
@@ -191,9 +192,16 @@ class Simulation:
                 return
             rd = r.ready()
             self._handle_ready(node, rd)
+            if not node.alive:
+                return
 
     def _handle_ready(self, node: SimNode, rd: Ready) -> None:
         r, disk = node.raft, node.disk
+        if self.rng.random() < TORN_CRASH_P and self.now < FAULT_PHASE_UNITS:
+            # Crash at the worst instant: the core decided, nothing reached disk or network.
+            node.alive = False
+            self.stats["crashes"] += 1
+            return
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
             self.stats["leaders"] += 1
             self.check.on_leader(node)
@@ -255,6 +263,9 @@ class Simulation:
         roll = rng.random()
         alive = [n for n in self.nodes.values() if n.alive]
         dead = [n for n in self.nodes.values() if not n.alive]
+        if not alive:
+            rng.choice(dead).restart()
+            return
         if roll < 0.004 and len(alive) > 1:
             victim = rng.choice(alive)
             victim.alive = False  # loses everything not yet handled: the core's memory
