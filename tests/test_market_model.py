@@ -35,6 +35,7 @@ class MarketAgainstModel(RuleBasedStateMachine):
     def start(self) -> None:
         self.world = World(TRADERS, cash_each=CASH_EACH, shares_each=SHARES_EACH, tick_size=TICK, lot_size=LOT)
         self.model = BookModel(self.world.isin, CURRENCY, TICK, LOT)
+        self.halted = False
         for account in self.world.investors:
             self.model.fund(account, CURRENCY, CASH_EACH)
             self.model.fund(account, self.world.isin, SHARES_EACH)
@@ -58,6 +59,9 @@ class MarketAgainstModel(RuleBasedStateMachine):
         elif tif != "gtc":
             extra = {"time_in_force": tif}
         done = self.world.order(owner, side, quantity, price, **extra)
+        if self.halted:
+            assert not done.ok, "an order was accepted during a halt"
+            return
         model_tif = "ioc" if tif == "market" else tif
         outcome, fills, _ = self.model.place(owner, side, quantity, price, model_tif, self.world.time_ms, expires)
         self._compare_outcome(done, outcome, fills, side, price)
@@ -87,9 +91,12 @@ class MarketAgainstModel(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 10_000), quantity=lots, price=prices)
     def replace(self, pick: int, quantity: int, price: int) -> None:
         order = self.model.resting[pick % len(self.model.resting)]
-        extra = {"expires_at_ms": order.expires_at_ms} if order.tif == "gtt" else {}
+        extra = {"expires_at_ms": order.expires_at_ms} if order.tif == "gtt" and quantity % 20 else {}
         done = self.world.call(order.owner, "market", "replace_order", order_id=order.order_id, quantity=quantity,
                                price=price, **extra)
+        if self.halted:
+            assert not done.ok, "a replace was accepted during a halt"
+            return
         saved = copy.deepcopy(self.model)
         assert self.model.cancel(order.owner, order.order_id)
         outcome, fills, _ = self.model.place(order.owner, order.side, quantity, price, order.tif,
@@ -97,6 +104,15 @@ class MarketAgainstModel(RuleBasedStateMachine):
         if outcome == "refused":
             self.model = saved
         self._compare_outcome(done, outcome, fills, order.side, price)
+
+    @rule(roll=st.integers(0, 3))
+    def halt_or_resume(self, roll: int) -> None:
+        """Halts are short: the next time this rule runs it resumes trading."""
+        if not self.halted and roll:
+            return
+        method = "resume_trading" if self.halted else "halt_trading"
+        self.world.must(self.world.regulator, "market", method, isin=self.world.isin, reason="test")
+        self.halted = not self.halted
 
     @rule(seconds=st.integers(0, 2))
     def next_block(self, seconds: int) -> None:
