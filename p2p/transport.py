@@ -18,7 +18,15 @@ from typing import Any
 from p2p import tls
 from p2p.backoff import Backoff
 from p2p.config import MAX_HELLO_BYTES, READ_CHUNK_BYTES, TransportConfig
-from p2p.frame import MAX_FRAME_BYTES, Frame, FrameDecoder, FrameError, check_channel, encode_frame
+from p2p.frame import (
+    MAX_CHANNEL_BYTES,
+    MAX_FRAME_BYTES,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    check_channel,
+    encode_frame,
+)
 from p2p.handshake import (
     PROTOCOL_VERSION,
     RESERVED_CHANNEL_PREFIX,
@@ -137,9 +145,7 @@ class Transport:
 
     def register(self, channel: str, handler: Handler) -> None:
         """handler(peer_id, payload) runs in the event loop for each frame on channel."""
-        check_channel(channel)
-        if channel.startswith(RESERVED_CHANNEL_PREFIX):
-            raise ValueError(f"channel {channel!r} is reserved for the transport")
+        _check_user_channel(channel)
         if channel in self._handlers:
             raise ValueError(f"channel {channel!r} already has a handler")
         self._handlers[channel] = handler
@@ -147,9 +153,9 @@ class Transport:
     def send(self, peer_id: str, channel: str, payload: bytes) -> bool:
         """Queue one frame; never blocks. False (frame not queued) for an unknown peer, after
         stop(), when the peer's queue is full, or when the frame exceeds max_frame_bytes.
-        True means queued, not delivered: frames in flight die with a broken link."""
-        if channel.startswith(RESERVED_CHANNEL_PREFIX):
-            raise ValueError(f"channel {channel!r} is reserved for the transport")
+        True means queued, not delivered: frames in flight die with a broken link.
+        An invalid or reserved channel name is a programming error and raises ValueError."""
+        _check_user_channel(channel)
         peer = self._peers.get(peer_id)
         if peer is None or self._stopped:
             return False
@@ -401,6 +407,15 @@ class Transport:
         claimed = None if hello is None else hello.node_name[:MAX_LOGGED_NAME_CHARS]
         log.info("p2p hello from %s refused (%s): claimed node %r",
                  writer.get_extra_info("peername"), code.value, claimed)
+
+
+def _check_user_channel(channel: str) -> None:
+    try:
+        check_channel(channel)
+    except FrameError as exc:
+        raise ValueError(f"invalid channel name {channel[:MAX_CHANNEL_BYTES]!r}") from exc
+    if channel.startswith(RESERVED_CHANNEL_PREFIX):
+        raise ValueError(f"channel {channel!r} is reserved for the transport")
 
 
 async def _cancel_all(tasks: set[asyncio.Task[None]], close_timeout_ms: int) -> None:

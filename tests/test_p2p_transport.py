@@ -206,6 +206,10 @@ async def test_unknown_peer_or_oversize_payload_is_refused_by_send(cluster: Clus
     assert small.stats().peer("node1").dropped_frames == 1
     with pytest.raises(ValueError):
         transport.register("p2p.ping", lambda peer, payload: None)
+    with pytest.raises(ValueError):
+        transport.send("node2", "", b"x")
+    with pytest.raises(ValueError):
+        transport.send("node2", "c" * 40, b"x")
 
 
 async def test_a_failing_handler_or_unknown_channel_keeps_the_link(cluster: Cluster) -> None:
