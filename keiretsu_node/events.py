@@ -44,6 +44,10 @@ class EventHub:
         if sub in self._subs:
             self._subs.remove(sub)
 
+    def wants_receipts(self) -> bool:
+        """True when some subscriber follows accounts, so receipt events must be built."""
+        return any(sub.accounts for sub in self._subs)
+
     def publish_block(self, block_event: NodeEvent, receipts: list[tuple[frozenset[str], NodeEvent]]) -> None:
         for sub in list(self._subs):
             self._offer(sub, block_event)
