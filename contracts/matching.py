@@ -6,7 +6,7 @@ moves securities and cash for both sides through settlement.settle_legs in this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from contracts import balances, compliance, orderbook, participants, settlement
 from contracts.base import Context
@@ -59,10 +59,8 @@ def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: s
 
 @dataclass
 class MatchResult:
-    taker: Order
-    filled: int = 0
-    stopped: str = ""  # why matching stopped early (self-trade or step bound), if it did
-    trade_ids: list[int] = field(default_factory=list)
+    taker: Order  # after its fills: remaining and status updated
+    stopped: str = ""  # STEP_LIMIT if the step bound stopped an order that could still trade
 
 
 class _Eligibility:
@@ -158,9 +156,7 @@ def _fill(ctx: Context, spec: BookSpec, maker: Order, result: MatchResult,
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
     result.taker = taker._replace(remaining=taker_left, status=taker_status)
-    result.filled += quantity
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
-    result.trade_ids.append(trade.trade_id)
     ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
              quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,
              sell_order=sell.order_id, aggressor=taker.side, maker_status=maker_status, time_ms=trade.time_ms)
