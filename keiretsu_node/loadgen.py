@@ -35,6 +35,10 @@ REQUEST_TIMEOUT_S = 120.0
 COMMIT_WAIT_MS = 30_000
 SEED_REQUEST_TXS = 1_000
 SEED_INFLIGHT_REQUESTS = 4
+SEED_FUNDING_REQUEST_TXS = 16  # each funds 32 accounts with 64 legs: 1,024 legs per request
+SEED_BUSY_RETRIES = 20
+SEED_POLL_TIMEOUT_S = 300.0
+SEED_POLL_INTERVAL_S = 0.2
 LEGS_PER_FUNDING_TX = 64  # settlement.MAX_BATCH_LEGS: one cash and one security leg per account
 TX_LIFETIME_MS = 50 * 60 * 1000  # under the ledger's 60-minute limit
 CASH_EACH_MINOR = 10**9
@@ -193,6 +197,17 @@ class Network:
                 return [{"accepted": False, "code": doc.get("code", f"HTTP_{resp.status}")}] * len(raws)
             return doc["results"]
 
+    async def wait_committed(self, tx_id: str, timeout_s: float) -> dict[str, Any]:
+        """Poll one transaction's status until it is no longer pending, or the time is up."""
+        assert self._session is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            async with self._session.get(f"{self.urls[0]}/v1/transactions/{tx_id}") as resp:
+                status = await resp.json()
+            if status.get("status") not in ("pending", "unknown") or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(SEED_POLL_INTERVAL_S)
+
     async def status(self, url: str | None = None) -> dict[str, Any]:
         assert self._session is not None
         async with self._session.get((url or self.urls[0]) + "/v1/status") as resp:
@@ -214,18 +229,23 @@ async def _run_setup(net: Network, raws: list[bytes], what: str) -> list[dict[st
     return results
 
 
-async def _submit_all(net: Network, raws: list[bytes], what: str) -> int:
-    """Submit in batches with a few in flight; every one must commit valid."""
-    chunks = [raws[i:i + SEED_REQUEST_TXS] for i in range(0, len(raws), SEED_REQUEST_TXS)]
+async def _submit_all(net: Network, raws: list[bytes], what: str, per_request: int = SEED_REQUEST_TXS) -> int:
+    """Submit in batches with a few in flight; every one must commit valid (BUSY is retried,
+    one still pending when the wait ends is polled until it commits)."""
+    chunks = [raws[i:i + per_request] for i in range(0, len(raws), per_request)]
     queue = iter(chunks)
     failures: list[dict[str, Any]] = []
 
     async def worker() -> None:
         for chunk in queue:
-            for attempt in range(20):
+            for attempt in range(SEED_BUSY_RETRIES):
                 results = await net.submit(chunk)
                 busy = [raw for raw, r in zip(chunk, results) if r.get("code") == "BUSY"]
-                failures.extend(r for r in results if not _committed_valid(r) and r.get("code") != "BUSY")
+                for r in results:
+                    if r.get("accepted") and r.get("status") == "pending":
+                        r = await net.wait_committed(r["tx_id"], SEED_POLL_TIMEOUT_S)
+                    if not _committed_valid(r) and r.get("code") != "BUSY":
+                        failures.append(r)
                 if not busy:
                     break
                 chunk = busy
@@ -285,6 +305,7 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
                                                "kyc_hash": bytes(32)}, (OPERATOR,), next(nonce)) for a in addresses]
     submit_from = time.perf_counter()
     await _submit_all(net, signed(admits), "admitting accounts")
+    admitted = time.perf_counter()
     per_tx = LEGS_PER_FUNDING_TX // 2
     funding = []
     for i in range(0, n, per_tx):
@@ -293,12 +314,14 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
             legs.append({"asset": currency, "source": role_addr[TREASURY], "target": a, "quantity": CASH_EACH_MINOR})
             legs.append({"asset": isin, "source": role_addr[TREASURY], "target": a, "quantity": SHARES_EACH})
         funding.append(TxPlan("settlement", "batch", {"legs": legs}, (TREASURY,), next(nonce)))
-    await _submit_all(net, signed(funding), "funding accounts")
+    await _submit_all(net, signed(funding), "funding accounts", SEED_FUNDING_REQUEST_TXS)
     total = time.perf_counter() - started
-    return {"accounts": n, "currency": currency, "isin": isin, "addresses": addresses,
+    height = (await net.status())["height"]
+    return {"accounts": n, "currency": currency, "isin": isin, "addresses": addresses, "height": height,
             "report": {"accounts": n, "seconds": round(total, 2), "key_derivation_s": round(key_s, 2),
-                       "sign_and_submit_s": round(time.perf_counter() - submit_from, 2), "signing": signing,
-                       "txs": len(admits) + len(funding) + 8,
+                       "admit_s": round(admitted - submit_from, 2),
+                       "fund_s": round(time.perf_counter() - admitted, 2), "signing": signing,
+                       "txs": len(admits) + len(funding) + 8, "blocks": height,
                        "accounts_per_s": int(n / max(total, 1e-9))}}
 
 
