@@ -75,6 +75,8 @@ class MarketAgainstModel(RuleBasedStateMachine):
         assert got == [(f.buy_order, f.sell_order, f.price, f.quantity) for f in fills]
         for trade in done.of_kind("trade"):  # every fill within the incoming order's limit
             assert trade["price"] <= limit if side == BUY else trade["price"] >= limit
+        placed = done.of_kind("order_placed")[-1]
+        assert sum(t["quantity"] for t in done.of_kind("trade")) <= placed["quantity"]  # never overfilled
         ends = [OUTCOME_EVENTS[e.kind] for e in done.events if e.kind in OUTCOME_EVENTS
                 and e.attrs.get("why", "") not in ("self_trade", "replaced")]
         assert ends[-1] == outcome
