@@ -7,7 +7,7 @@ side is locked at proposal, so an acceptance before expiry cannot fail for lack 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts import balances, compliance, market, participants, securities, settlement
@@ -102,7 +102,7 @@ def get(ctx: Context, proposal_id: int) -> Proposal | None:
     return None if raw is None else Proposal(proposal_id=proposal_id, **raw)
 
 
-def require(ctx: Context, proposal_id: int) -> Proposal:
+def require_proposal(ctx: Context, proposal_id: int) -> Proposal:
     found = get(ctx, proposal_id)
     if found is None:
         raise ContractError(Reason.NOT_FOUND, f"no proposal {proposal_id}")
@@ -120,7 +120,7 @@ def _locked_part(proposal: Proposal) -> tuple[str, int]:
 
 def _close(ctx: Context, proposal: Proposal, event: str, by: str) -> Proposal:
     """End a proposal without a trade: release the proposer's lock, keep the record."""
-    closed = Proposal(**{**proposal.__dict__, "status": advance(proposal.status, event)})
+    closed = replace(proposal, status=advance(proposal.status, event))
     asset, held = _locked_part(proposal)
     balances.unlock(ctx, asset, proposal.proposer, held)
     ctx.delete(expiry_key(proposal.expires_at_ms, proposal.proposal_id))
@@ -196,11 +196,11 @@ def propose(ctx: Context, counterparty: str, side: str, isin: str, currency: str
 @METHODS.method(proposal_id=AMOUNT)
 def accept(ctx: Context, proposal_id: int) -> None:
     """The named counterparty accepts before expiry: both legs settle now, or neither."""
-    proposal = require(ctx, proposal_id)
+    proposal = require_proposal(ctx, proposal_id)
     ctx.require_signer(proposal.counterparty)
     if proposal.status == PROPOSED and ctx.block.time_ms >= proposal.expires_at_ms:
         raise ContractError(Reason.INVALID_STATE, f"proposal {proposal_id} expired at {proposal.expires_at_ms}")
-    accepted = Proposal(**{**proposal.__dict__, "status": advance(proposal.status, ACCEPT)})
+    accepted = replace(proposal, status=advance(proposal.status, ACCEPT))
     market.require_trading(ctx, proposal.isin)
     seller_locked = proposal.side == SELL
     settlement.settle_legs(ctx, [
@@ -221,7 +221,7 @@ def accept(ctx: Context, proposal_id: int) -> None:
 @METHODS.method(proposal_id=AMOUNT)
 def reject(ctx: Context, proposal_id: int) -> None:
     """The counterparty declines; the proposer's lock is released."""
-    proposal = require(ctx, proposal_id)
+    proposal = require_proposal(ctx, proposal_id)
     ctx.require_signer(proposal.counterparty)
     _close(ctx, proposal, REJECT, proposal.counterparty)
 
@@ -229,7 +229,7 @@ def reject(ctx: Context, proposal_id: int) -> None:
 @METHODS.method(proposal_id=AMOUNT)
 def withdraw(ctx: Context, proposal_id: int) -> None:
     """The proposer takes its proposal back before acceptance; its lock is released."""
-    proposal = require(ctx, proposal_id)
+    proposal = require_proposal(ctx, proposal_id)
     ctx.require_signer(proposal.proposer)
     _close(ctx, proposal, WITHDRAW, proposal.proposer)
 
