@@ -58,10 +58,26 @@ class AppliedBlock:
     dropped: tuple[Dropped, ...]
 
 
+def _array_header(count: int) -> bytes:
+    """The msgpack header of an array of `count` items (fixarray, array 16 or array 32)."""
+    if count < 16:
+        return bytes([0x90 | count])
+    if count < 2**16:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, bytes | None]) -> bytes:
-    """Chains the previous state hash with this block's sorted write set (docs/STORAGE.md)."""
-    changes = codec.encode([[key, writes[key]] for key in sorted(writes)])
-    return hashlib.sha256(STATE_HASH_DOMAIN + prev_state_hash + height.to_bytes(8, "big") + changes).digest()
+    """Chains the previous state hash with this block's sorted write set (docs/STORAGE.md).
+
+    The hashed bytes are the canonical encoding of the array of [key, value] pairs, streamed
+    pair by pair so a block may write any number of keys (the codec caps containers it decodes).
+    """
+    digest = hashlib.sha256(STATE_HASH_DOMAIN + prev_state_hash + height.to_bytes(8, "big"))
+    digest.update(_array_header(len(writes)))
+    for key in sorted(writes):
+        digest.update(codec.encode([key, writes[key]]))
+    return digest.digest()
 
 
 def verify_all(txs: list[SignedTx]) -> list[bool]:

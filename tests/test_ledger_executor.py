@@ -385,3 +385,19 @@ def test_same_batches_on_two_stores_give_identical_blocks_and_state(ops, batches
             assert a.block.encode() == b.block.encode()
         assert one.store.position == two.store.position
         assert state_items(one.store) == state_items(two.store)
+
+
+def test_state_hash_streams_the_canonical_encoding_of_any_number_of_writes() -> None:
+    """The hash covers exactly codec.encode(sorted pairs), and a block may write > 10,000 keys."""
+    import hashlib
+
+    from ledger import codec as _codec
+    from ledger.executor import STATE_HASH_DOMAIN, state_hash_after
+
+    for count in (0, 1, 15, 16, 300, 10_000):
+        writes = {i.to_bytes(4, "big"): (None if i % 7 == 0 else b"v%d" % i) for i in range(count)}
+        expected = hashlib.sha256(STATE_HASH_DOMAIN + bytes(32) + (5).to_bytes(8, "big")
+                                  + _codec.encode([[k, writes[k]] for k in sorted(writes)])).digest()
+        assert state_hash_after(bytes(32), 5, writes) == expected
+    big = {i.to_bytes(4, "big"): b"x" for i in range(70_000)}
+    assert len(state_hash_after(bytes(32), 1, big)) == 32
