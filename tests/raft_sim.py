@@ -149,6 +149,9 @@ class Simulation:
         self.drop_p = 0.0
         self.dup_p = 0.0
         self.membership = self.rng.random() < 0.4 if membership is None else membership
+        # Swarm testing: each seed draws its own fault mix, so some seeds churn leaders
+        # violently (where figure-8 style bugs live) while others stay mostly calm.
+        self.churn_p = self.rng.choice((0.002, 0.005, 0.02, 0.05))
         self.check = Checker()
         self.snap_data: dict[int, list[tuple[int, bytes]]] = {}  # app state by index
         self.proposed = 0
@@ -282,8 +285,10 @@ class Simulation:
         elif roll < 0.020:
             node = rng.choice(list(self.nodes.values()))
             node.period = rng.choice((3, 4, 5, 6))
-        elif roll < 0.024:
+        if rng.random() < self.churn_p:
             self._strike_leader()
+        if dead and rng.random() < self.churn_p:
+            rng.choice(dead).restart()
         if roll > 0.9:
             self._propose()
         elif roll > 0.89:
