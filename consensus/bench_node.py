@@ -5,11 +5,13 @@ a LevelDB log with fsync, and a load client inside the process that submits thro
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 
@@ -91,7 +93,7 @@ class BenchClient:
                 runs = self.to_propose[:MAX_RUNS_PER_ENTRY]
                 self.to_propose = self.to_propose[MAX_RUNS_PER_ENTRY:]
                 fut = asyncio.ensure_future(self.driver.propose(msgpack.packb(runs)))
-                fut.add_done_callback(lambda f, runs=runs: self._proposal_done(f, runs))
+                fut.add_done_callback(functools.partial(self._proposal_done, runs=runs))
             return
         for run in self.unsent:
             self.transport.send(leader, BENCH_CHANNEL, msgpack.packb(run))

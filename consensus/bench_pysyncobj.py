@@ -26,7 +26,7 @@ def run_replica(cfg: dict[str, Any]) -> dict[str, Any]:
             super().__init__(addr, partners, SyncObjConf(dynamicMembershipChange=False))
             self.applied = 0
 
-        @replicated  # type: ignore[misc]
+        @replicated  # type: ignore[untyped-decorator]
         def cmd(self, data: bytes) -> int:
             self.applied += 1
             return self.applied

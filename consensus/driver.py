@@ -5,20 +5,31 @@ Every decision stays in consensus/raft.py; this module only does IO, in the orde
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import random
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Protocol
 
+from consensus.config import RaftConfig
 from consensus.errors import ProposalRefused, RefusalCode
 from consensus.messages import (
-    ConfChange, ConfState, Entry, EntryType, Message, MessageDecodeError, MessageType,
-    SnapshotChunk, SnapshotMeta, decode,
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageDecodeError,
+    MessageType,
+    SnapshotChunk,
+    SnapshotMeta,
+    decode,
 )
-from consensus.raft import Raft, RaftConfig
+from consensus.raft import Raft
 from consensus.ready import Ready, Role
 from consensus.snapshot_transfer import SnapshotSpool, chunk_stream
 from consensus.storage import LogStore
@@ -167,8 +178,8 @@ class RaftDriver:
                 await task
             except asyncio.CancelledError:
                 pass
-            except Exception:  # already logged by the loop that failed
-                pass
+            except Exception as exc:  # the loop that failed already logged it
+                log.debug("raft task ended with %r", exc)
         self._tasks = []
         self._fail_waiters(DriverStopped())
         self.store.close()
@@ -363,10 +374,11 @@ class RaftDriver:
             self._tasks.append(asyncio.create_task(self._stream_snapshot(core, m.to)))
             return
         if not self.transport.send(m.to, RAFT_CHANNEL, m.encode()):
-            self._enqueue(lambda: core.report_unreachable(m.to))
+            # Internal reports bypass the API bound: at most one per message of a Ready.
+            self._commands.append(functools.partial(core.report_unreachable, m.to))
 
     async def _stream_snapshot(self, core: Raft, to: str) -> None:
-        index, term, chunks = self.app.snapshot()
+        index, _term, chunks = self.app.snapshot()
         meta = core.snapshot_meta_at(index)
         ok = True
         for chunk in chunk_stream(core.id, to, core.term, index, chunks):
@@ -380,11 +392,12 @@ class RaftDriver:
         if ok:
             snap_msg = Message(MessageType.SNAPSHOT, to, core.id, core.term, snapshot=meta)
             ok = self.transport.send(to, RAFT_CHANNEL, snap_msg.encode())
-        self._enqueue(lambda: core.report_snapshot(to, ok))
+        self._commands.append(functools.partial(core.report_snapshot, to, ok))
+        self._wakeup.set()
 
     def _resolve_proposals(self, committed: tuple[Entry, ...]) -> None:
         for e in committed:
-            pending = self._proposals.pop(e.index, None)
+            pending = self._proposals.pop(e.index, None)  # (term proposed in, future)
             if pending is None:
                 continue
             term, fut = pending

@@ -89,7 +89,7 @@ class ConfChange:
     node_id: str
 
     def encode(self) -> bytes:
-        return msgpack.packb([int(self.type), self.node_id])
+        return _pack([int(self.type), self.node_id])
 
     @staticmethod
     def decode(data: bytes) -> ConfChange:
@@ -134,7 +134,7 @@ class Message:
             s = self.snapshot
             snap = [s.index, s.term, list(s.conf.voters), list(s.conf.learners)]
         ents = [[e.term, e.index, int(e.type), e.data] for e in self.entries]
-        return msgpack.packb([
+        return _pack([
             _KIND_MESSAGE, WIRE_VERSION, int(self.type), self.to, self.frm, self.term,
             self.log_term, self.index, ents, self.commit, self.reject, self.reject_hint,
             self.context, snap,
@@ -154,7 +154,7 @@ class SnapshotChunk:
     last: bool
 
     def encode(self) -> bytes:
-        return msgpack.packb([
+        return _pack([
             _KIND_CHUNK, WIRE_VERSION, self.frm, self.to, self.term, self.index, self.seq,
             self.data, self.last,
         ])
@@ -175,6 +175,11 @@ def decode(data: bytes) -> Message | SnapshotChunk:
         raise MessageDecodeError(DecodeErrorCode.MALFORMED, f"kind {raw[0]!r}")
     except (TypeError, ValueError, IndexError) as exc:  # shape errors we did not foresee
         raise MessageDecodeError(DecodeErrorCode.MALFORMED, repr(exc)) from None
+
+
+def _pack(obj: Any) -> bytes:
+    out: bytes = msgpack.packb(obj)
+    return out
 
 
 def _unpack(data: bytes) -> Any:

@@ -11,11 +11,18 @@ from consensus.errors import ProposalRefused, RefusalCode
 from consensus.log import RaftLog, check
 from consensus.membership import apply_conf_change, conf_change_of, quorum
 from consensus.messages import (
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message, MessageType,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    MessageType,
     SnapshotMeta,
 )
 from consensus.progress import FlowState, Progress
-from consensus.ready import Ready, ReadState, Role, SoftState
+from consensus.ready import ReadState, Ready, Role, SoftState
 
 MAX_ENTRY_BYTES = 8 * 1024 * 1024
 CAMPAIGN_TRANSFER = b"transfer"  # vote context: a leadership transfer may break a leader lease

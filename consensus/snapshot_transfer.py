@@ -5,8 +5,8 @@ Bounded memory: one chunk is held at a time on either side; the core sees only t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from consensus.messages import SnapshotChunk
 

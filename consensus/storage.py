@@ -4,8 +4,9 @@ Written only by the driver, one synced WriteBatch per Ready, before that Ready's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import msgpack
 import plyvel
@@ -38,8 +39,9 @@ def _entry_key(index: int) -> bytes:
 
 
 def _pack_snapshot(meta: SnapshotMeta) -> bytes:
-    return msgpack.packb([meta.index, meta.term, list(meta.conf.voters),
-                          list(meta.conf.learners)])
+    out: bytes = msgpack.packb([meta.index, meta.term, list(meta.conf.voters),
+                                list(meta.conf.learners)])
+    return out
 
 
 def _unpack_snapshot(raw: bytes) -> SnapshotMeta:

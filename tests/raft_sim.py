@@ -13,10 +13,16 @@ from consensus.config import RaftConfig
 from consensus.errors import ProposalRefused
 from consensus.log import LogInvariantError
 from consensus.messages import (
-    ConfChange, ConfChangeType, Entry, HardState, Message, MessageType, SnapshotMeta,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    HardState,
+    Message,
+    MessageType,
+    SnapshotMeta,
 )
 from consensus.raft import PersistentState, Raft
-from consensus.ready import Ready, ReadState, Role
+from consensus.ready import ReadState, Ready, Role
 
 ELECTION_TICKS = 10
 MAX_DELAY_UNITS = 8  # a message is delivered 1..this many time units after it is sent

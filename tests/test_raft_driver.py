@@ -5,8 +5,8 @@ Checks what the node relies on: election, propose->apply in order everywhere, re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -54,7 +54,7 @@ class LoopbackNet:
         self.drivers: dict[str, RaftDriver] = {}
         self.down: set[str] = set()
 
-    def transport_for(self, node_id: str) -> "LoopbackTransport":
+    def transport_for(self, node_id: str) -> LoopbackTransport:
         return LoopbackTransport(self, node_id)
 
 
@@ -111,7 +111,7 @@ async def cluster(tmp_path: Path):
 
 
 async def test_elects_one_leader_and_applies_in_order_everywhere(cluster) -> None:
-    net, apps, drivers = cluster
+    _, apps, drivers = cluster
     leader = await leader_of(drivers)
     indexes = await asyncio.gather(*(leader.propose(f"cmd{i}".encode()) for i in range(50)))
     assert indexes == sorted(indexes) and len(set(indexes)) == 50
@@ -125,7 +125,7 @@ async def test_elects_one_leader_and_applies_in_order_everywhere(cluster) -> Non
 
 
 async def test_follower_refuses_proposals_with_a_leader_hint(cluster) -> None:
-    net, apps, drivers = cluster
+    _, _, drivers = cluster
     leader = await leader_of(drivers)
     await leader.propose(b"x")
     follower = next(d for d in drivers.values() if d is not leader)
@@ -136,7 +136,7 @@ async def test_follower_refuses_proposals_with_a_leader_hint(cluster) -> None:
 
 
 async def test_read_index_reflects_acknowledged_writes(cluster) -> None:
-    net, apps, drivers = cluster
+    _, apps, drivers = cluster
     leader = await leader_of(drivers)
     written = await leader.propose(b"w")
     follower = next(d for d in drivers.values() if d is not leader)
@@ -164,3 +164,26 @@ async def test_restart_from_disk_then_catch_up_by_snapshot(cluster, tmp_path) ->
     assert apps[victim_id].installs == 1  # the leader compacted past it: caught up by snapshot
     assert datas == [d for _, d in apps[leader.config.node_id].entries]
     assert len(datas) == len(set(datas))  # nothing applied twice
+
+
+async def test_leadership_transfer_moves_the_leader(cluster) -> None:
+    _, _, drivers = cluster
+    leader = await leader_of(drivers)
+    await leader.propose(b"x")
+    target = next(i for i in IDS if i != leader.config.node_id)
+    await wait_for(lambda: leader.status().progress[target].match
+                   == leader.status().commit_index, "target caught up")
+    leader.transfer_leadership(target)
+    await wait_for(lambda: drivers[target].status().role == "leader", "transfer")
+    assert await drivers[target].propose(b"y") > 0
+
+
+async def test_bad_frames_from_a_peer_are_counted_and_dropped(cluster) -> None:
+    _, _, drivers = cluster
+    leader = await leader_of(drivers)
+    follower = next(d for d in drivers.values() if d is not leader)
+    follower.on_message(leader.config.node_id, b"\xc1garbage")
+    follower.on_message("b" if follower.config.node_id != "b" else "c",
+                        b"\x93\x01\x01\x05")  # wrong shape
+    assert follower.decode_errors == 2
+    assert await leader.propose(b"still fine") > 0

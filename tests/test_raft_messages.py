@@ -10,8 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.messages import (
-    MAX_MESSAGE_BYTES, ConfChange, ConfChangeType, ConfState, DecodeErrorCode, Entry, EntryType,
-    Message, MessageDecodeError, MessageType, SnapshotChunk, SnapshotMeta, decode,
+    MAX_MESSAGE_BYTES,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    DecodeErrorCode,
+    Entry,
+    EntryType,
+    Message,
+    MessageDecodeError,
+    MessageType,
+    SnapshotChunk,
+    SnapshotMeta,
+    decode,
 )
 
 u63 = st.integers(min_value=0, max_value=2**63 - 1)

@@ -11,7 +11,15 @@ import pytest
 from consensus.config import ConfigError, RaftConfig
 from consensus.errors import ProposalRefused, RefusalCode
 from consensus.messages import (
-    ConfChange, ConfChangeType, Entry, HardState, Message, MessageType as MT, SnapshotMeta,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    HardState,
+    Message,
+    SnapshotMeta,
+)
+from consensus.messages import (
+    MessageType as MT,
 )
 from consensus.progress import FlowState
 from consensus.raft import PersistentState, Raft

@@ -10,9 +10,9 @@ from consensus.messages import Message
 from consensus.raft import Raft
 from tests.raft_sim import LivenessViolation, SafetyViolation, Simulation, seeds_to_run
 
-FAST_SEEDS = {3: range(0, 300), 5: range(0, 120)}
+FAST_SEEDS = {3: range(300), 5: range(120)}
 SLOW_SEEDS = {3: range(300, 2300), 5: range(120, 820)}
-BROKEN_SEARCH_SEEDS = range(0, 400)
+BROKEN_SEARCH_SEEDS = range(400)
 
 
 def sweep(n_nodes: int, seeds: range) -> None:
