@@ -8,7 +8,8 @@ market data. Storage is in orderbook.py, matching in matching.py, docs in docs/M
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -431,7 +432,7 @@ def _book_json(ctx: Context, isin: str, currency: str) -> dict[str, object] | No
             "last_price": last_price(ctx, isin, currency)}
 
 
-QUERIES = {
+QUERIES: dict[str, Callable[..., Any]] = {
     "book": _book_json,
     "depth": _depth_json,
     "open_orders": lambda ctx, account, limit="100": [

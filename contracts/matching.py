@@ -122,8 +122,8 @@ def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -
         else:
             _fill(ctx, spec, maker, result, recorder)
     if result.taker.remaining > 0:
-        maker = orderbook.best_order(ctx, spec.isin, spec.currency, opposite)
-        if maker is not None and crosses(result.taker, maker.price):
+        best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
+        if best is not None and crosses(result.taker, best):
             result.stopped = STEP_LIMIT
     return result
 

@@ -7,6 +7,7 @@ side is locked at proposal, so an acceptance before expiry cannot fail for lack 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -283,4 +284,4 @@ def _proposals_json(ctx: Context, account: str, limit: str = "100") -> list[dict
     return [{"proposal_id": p.proposal_id, **p.to_state()} for p in proposals_of(ctx, account, int(limit))]
 
 
-QUERIES = {"proposal": _proposal_json, "proposals": _proposals_json}
+QUERIES: dict[str, Callable[..., Any]] = {"proposal": _proposal_json, "proposals": _proposals_json}

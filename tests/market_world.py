@@ -59,7 +59,7 @@ class World:
         self.agent = key("agent").address
         self.issuer = key("issuer").address
         self.investors = [key(f"investor/{i}").address for i in range(investors)]
-        people = [{"address": self.agent, "roles": ["cash_agent"]},
+        people: list[dict[str, object]] = [{"address": self.agent, "roles": ["cash_agent"]},
                   {"address": self.issuer, "roles": ["issuer"]},
                   {"address": self.regulator, "roles": ["regulator"]}]
         people += [{"address": a, "roles": ["investor"], "qualified": True} for a in self.investors]

@@ -15,12 +15,14 @@ from contracts.market_bench import (
     run_market_bench,
 )
 from contracts.registry import default_registry
-from ledger.executor import Executor
+from ledger.executor import AppliedBlock, Executor
+from ledger.keys import KeyPair
 from ledger.state import Overlay
 from ledger.store import LedgerStore
+from ledger.tx import SignedTx
 
 
-def _order(sign: _Signer, who, isin: str, side: str, price: int, **extra: object):  # type: ignore[no-untyped-def]
+def _order(sign: _Signer, who: KeyPair, isin: str, side: str, price: int, **extra: object) -> SignedTx:
     return sign(who, "market", "place_order", {"isin": isin, "currency": CURRENCY, "side": side, "quantity": 10,
                                                "price": price, **extra})
 
@@ -73,11 +75,11 @@ def test_two_nodes_applying_the_same_order_flow_agree_on_every_block(tmp_path: P
             executor.init_genesis()
         real_apply = first.apply
 
-        def recording_apply(batch: bytes, raft_index: int, raft_term: int):  # type: ignore[no-untyped-def]
+        def recording_apply(batch: bytes, raft_index: int, raft_term: int) -> AppliedBlock | None:
             entries.append((batch, raft_index, raft_term))
             return real_apply(batch, raft_index, raft_term)
 
-        first.apply = recording_apply  # type: ignore[method-assign]
+        first.apply = recording_apply  # type: ignore[method-assign, assignment]
         isin, raft_index = _setup(first, net, sign)
         start_ms = stores[0].position.time_ms
         flow = [_order(sign, net.makers[n % 3], isin, "sell" if n % 2 else "buy", 495 + n % 11,
@@ -91,12 +93,11 @@ def test_two_nodes_applying_the_same_order_flow_agree_on_every_block(tmp_path: P
             second.apply(batch, index, term)
         height = stores[0].position.height
         assert height == stores[1].position.height and height > 6
-        for h in range(height + 1):
-            assert stores[0].block(h).hash() == stores[1].block(h).hash()  # type: ignore[union-attr]
-        trades = sum(1 for h in range(height + 1) for r in stores[0].block(h).receipts  # type: ignore[union-attr]
-                     for e in r.events if e.kind == "trade")
-        expired = sum(1 for h in range(height + 1)
-                      for e in stores[0].block(h).system_events if e.kind == "order_expired")  # type: ignore[union-attr]
+        blocks = [[store.block(h) for h in range(height + 1)] for store in stores]
+        assert all(b is not None for b in blocks[0] + blocks[1])
+        assert [b.hash() for b in blocks[0] if b] == [b.hash() for b in blocks[1] if b]
+        trades = sum(1 for b in blocks[0] if b for r in b.receipts for e in r.events if e.kind == "trade")
+        expired = sum(1 for b in blocks[0] if b for e in b.system_events if e.kind == "order_expired")
         assert trades > 0 and expired > 0
     finally:
         for store in stores:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from contracts import market
-from tests.book_model import BUY, SELL, BookModel
-from tests.market_world import CURRENCY, World
+from tests.book_model import BUY, SELL, BookModel, Fill
+from tests.market_world import CURRENCY, Outcome, World
 
 TICK = 5
 LOT = 10
@@ -66,7 +66,7 @@ class MarketAgainstModel(RuleBasedStateMachine):
         outcome, fills, _ = self.model.place(owner, side, quantity, price, model_tif, self.world.time_ms, expires)
         self._compare_outcome(done, outcome, fills, side, price)
 
-    def _compare_outcome(self, done, outcome: str, fills, side: str, limit: int) -> None:  # type: ignore[no-untyped-def]
+    def _compare_outcome(self, done: Outcome, outcome: str, fills: list[Fill], side: str, limit: int) -> None:
         if outcome == "refused":
             assert not done.ok, "the contract accepted an order the model refuses"
             return

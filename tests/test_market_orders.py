@@ -3,17 +3,19 @@ expiry and the queries, one behaviour per test (the model test covers random flo
 
 from __future__ import annotations
 
+import pytest
+
 from contracts import market, matching
 from contracts.market_data import MS_PER_DAY
 from ledger.reasons import Reason
-from tests.market_world import CURRENCY, World
+from tests.market_world import CURRENCY, Outcome, World
 
 
-def _ids(outcome, kind: str = "trade") -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+def _ids(outcome: Outcome, kind: str = "trade") -> list[tuple[int, int]]:
     return [(t["price"], t["quantity"]) for t in outcome.of_kind(kind)]
 
 
-def _order_id(outcome) -> int:  # type: ignore[no-untyped-def]
+def _order_id(outcome: Outcome) -> int:
     return outcome.of_kind("order_placed")[0]["order_id"]
 
 
@@ -232,7 +234,7 @@ def test_queries_depth_tape_last_price_and_daily_bars() -> None:
     assert market.open_orders(ctx, a)[0].price == 105
 
 
-def test_the_match_step_bound_cancels_a_remainder_that_could_still_cross(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_match_step_bound_cancels_a_remainder_that_could_still_cross(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(matching, "MAX_MATCH_STEPS", 3)
     w = World()
     a, b = w.investors[:2]
@@ -245,7 +247,7 @@ def test_the_match_step_bound_cancels_a_remainder_that_could_still_cross(monkeyp
     assert w.balance(CURRENCY, b).locked == 0
 
 
-def test_the_expiry_sweep_is_bounded_per_block_and_resumes_in_the_next(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_expiry_sweep_is_bounded_per_block_and_resumes_in_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(market, "MAX_EXPIRIES_PER_BLOCK", 2)
     w = World()
     a = w.investors[0]

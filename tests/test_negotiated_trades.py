@@ -8,18 +8,18 @@ from hypothesis import strategies as st
 
 from contracts import market, negotiated
 from ledger.reasons import Reason
-from tests.market_world import CURRENCY, World
+from tests.market_world import CURRENCY, Outcome, World
 
 LIFETIME_MS = 60_000
 
 
 def _propose(w: World, proposer: str, counterparty: str, side: str = "sell", quantity: int = 50,
-             price: int = 1_200, **extra: object):  # type: ignore[no-untyped-def]
+             price: int = 1_200, **extra: object) -> Outcome:
     return w.call(proposer, "negotiated", "propose", counterparty=counterparty, side=side, isin=w.isin,
                   currency=CURRENCY, quantity=quantity, price=price, expires_at_ms=w.time_ms + LIFETIME_MS, **extra)
 
 
-def _id(outcome) -> int:  # type: ignore[no-untyped-def]
+def _id(outcome: Outcome) -> int:
     return outcome.of_kind("proposal_made")[0]["proposal_id"]
 
 
@@ -77,7 +77,7 @@ def test_an_expired_proposal_cannot_be_accepted_and_its_lock_is_released_at_bloc
     events = w.begin_block(due)
     assert [e.kind for e in events] == ["proposal_expired"]
     assert w.balance(w.isin, a).locked == 0
-    assert negotiated.get(w.query_ctx(), pid).status == "expired"  # type: ignore[union-attr]
+    assert negotiated.require_proposal(w.query_ctx(), pid).status == "expired"
     assert negotiated.next_due_ms(w.query_ctx()) is None
 
 
