@@ -32,7 +32,7 @@ from contracts.orderbook import (
 )
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
-from ledger.state import Overlay, state_key
+from ledger.state import Overlay, prefix_of, state_key
 
 NAME = "market"
 METHODS = MethodTable()
@@ -311,6 +311,33 @@ def replace_order(ctx: Context, order_id: int, quantity: int, price: int, expire
     expiry = old.expires_at_ms if expires_at_ms is None else expires_at_ms
     place(ctx, owner, OrderRequest(old.isin, old.currency, old.side, quantity, price, old.tif, LIMIT, expiry,
                                    old.client_ref))
+
+
+# ---------------------------------------------------------------- for corporate actions
+
+
+def _book_currencies(ctx: Context, isin: str) -> list[str]:
+    prefix = prefix_of("mkt", "book", isin)
+    return [key[len(prefix):].decode("ascii") for key, _ in ctx.state.iter_prefix(prefix)]
+
+
+def withdraw_security_orders(ctx: Context, isin: str, why: str, limit: int) -> bool:
+    """Cancel resting orders in every book of `isin`, at most `limit`; True once none is left.
+
+    For a corporate action that changes what a unit is (a split, a redemption): orders priced
+    and sized in the old units must not survive it, and their locks must be released before the
+    holdings are converted (a converted lock no longer matches the order that made it).
+    """
+    left = limit
+    for currency in _book_currencies(ctx, isin):
+        spec = BookSpec(isin, currency, require_book(ctx, isin, currency).scale)
+        for side in SIDES:
+            while (order := orderbook.best_order(ctx, isin, currency, side)) is not None:
+                if left == 0:
+                    return False
+                take_off_book(ctx, spec, order, orderbook.CANCEL, why)
+                left -= 1
+    return True
 
 
 # ---------------------------------------------------------------- scheduled work

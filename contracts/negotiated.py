@@ -31,17 +31,20 @@ ACCEPTED = "accepted"
 REJECTED = "rejected"
 WITHDRAWN = "withdrawn"
 EXPIRED = "expired"
+CANCELLED = "cancelled"  # by the ledger, for a corporate action on the security
 
 ACCEPT = "accept"
 REJECT = "reject"
 WITHDRAW = "withdraw"
 EXPIRE = "expire"
+CANCEL = "cancel"
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     (PROPOSED, ACCEPT): ACCEPTED,
     (PROPOSED, REJECT): REJECTED,
     (PROPOSED, WITHDRAW): WITHDRAWN,
     (PROPOSED, EXPIRE): EXPIRED,
+    (PROPOSED, CANCEL): CANCELLED,
 }
 
 
@@ -94,6 +97,11 @@ def party_key(account: str, proposal_id: int) -> bytes:
     return state_key("neg", "party", account, proposal_id)
 
 
+def security_key(isin: str, proposal_id: int) -> bytes:
+    """Open proposals by security (so a corporate action can end them)."""
+    return state_key("neg", "isin", isin, proposal_id)
+
+
 def expiry_key(expires_at_ms: int, proposal_id: int) -> bytes:
     return EXPIRY_PREFIX + expires_at_ms.to_bytes(8, "big") + proposal_id.to_bytes(8, "big")
 
@@ -125,6 +133,7 @@ def _close(ctx: Context, proposal: Proposal, event: str, by: str) -> Proposal:
     asset, held = _locked_part(proposal)
     balances.unlock(ctx, asset, proposal.proposer, held)
     ctx.delete(expiry_key(proposal.expires_at_ms, proposal.proposal_id))
+    ctx.delete(security_key(proposal.isin, proposal.proposal_id))
     _save(ctx, closed)
     ctx.touch(proposal.counterparty)
     ctx.emit("proposal_" + closed.status, proposal_id=proposal.proposal_id, proposer=proposal.proposer,
@@ -188,6 +197,7 @@ def propose(ctx: Context, counterparty: str, side: str, isin: str, currency: str
     ctx.put(party_key(proposer, proposal_id), 1)
     ctx.put(party_key(counterparty, proposal_id), 1)
     ctx.put(expiry_key(expires_at_ms, proposal_id), 1)
+    ctx.put(security_key(isin, proposal_id), 1)
     ctx.touch(counterparty)
     ctx.emit("proposal_made", proposal_id=proposal_id, proposer=proposer, counterparty=counterparty, side=side,
              isin=isin, currency=currency, quantity=quantity, price=price, amount=amount,
@@ -209,6 +219,7 @@ def accept(ctx: Context, proposal_id: int) -> None:
         settlement.Leg(proposal.currency, proposal.buyer, proposal.seller, proposal.amount, not seller_locked),
     ])
     ctx.delete(expiry_key(proposal.expires_at_ms, proposal_id))
+    ctx.delete(security_key(proposal.isin, proposal_id))
     _save(ctx, accepted)
     recorder = TradeRecorder(ctx, proposal.isin, proposal.currency)
     trade = recorder.record(proposal.price, proposal.quantity, proposal.amount, proposal.buyer, proposal.seller,
@@ -252,6 +263,16 @@ def begin_block(ctx: Context) -> None:
         if proposal is None:
             raise InvariantViolation(f"expiry entry for a missing proposal {proposal_id}")
         _close(ctx, proposal, EXPIRE, "")
+
+
+def withdraw_security_proposals(ctx: Context, isin: str, why: str, limit: int) -> bool:
+    """End open proposals on `isin` (status cancelled, locks released), at most `limit`; True
+    once none is left. For a corporate action that changes what a unit is (see market.py)."""
+    prefix = prefix_of("neg", "isin", isin)
+    found = [int.from_bytes(key[len(prefix):], "big") for key, _ in ctx.scan(prefix, limit + 1)]
+    for proposal_id in found[:limit]:
+        _close(ctx, require_proposal(ctx, proposal_id), CANCEL, why)
+    return len(found) <= limit
 
 
 def next_due_ms(ctx: Context) -> int | None:

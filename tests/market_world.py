@@ -8,6 +8,7 @@ changes nothing; begin_block runs the hooks the executor would run at a block's 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,14 @@ class World:
             overlay.merge_into(self.state)
             events.extend(ctx.events)
         return events
+
+    def system(self, work: Callable[[Context], Any]) -> tuple[Any, list[Event]]:
+        """Run scheduled work (another contract's hook calling ours) in a system context."""
+        overlay = Overlay(self.state)
+        ctx = self._ctx(None, (), overlay)
+        result = work(ctx)
+        overlay.merge_into(self.state)
+        return result, list(ctx.events)
 
     def query_ctx(self) -> Context:
         return self._ctx(None, ())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contracts import market, matching
+from contracts.base import Context
 from contracts.market_data import MS_PER_DAY
 from ledger.reasons import Reason
 from tests.market_world import CURRENCY, Outcome, World
@@ -275,3 +276,22 @@ def test_the_api_queries_return_plain_json_values() -> None:
     day = str(w.time_ms // MS_PER_DAY)
     assert market.QUERIES["daily_bars"](ctx, isin=w.isin, currency=CURRENCY, first_day=day,
                                         last_day=day)[0]["volume"] == 4
+
+
+def test_a_corporate_action_can_withdraw_every_order_on_the_security_in_bounded_steps() -> None:
+    w = World()
+    a, b = w.investors[:2]
+    for price in (90, 95):
+        w.order(a, "buy", 10, price)
+    for price in (100, 105):
+        w.order(b, "sell", 10, price)
+
+    def withdraw(ctx: Context) -> bool:
+        return market.withdraw_security_orders(ctx, w.isin, "split", limit=3)
+
+    done, events = w.system(withdraw)
+    assert done is False and len(events) == 3
+    done, events = w.system(withdraw)
+    assert done is True and [e.attrs["why"] for e in events] == ["split"]
+    assert market.depth(w.query_ctx(), w.isin, CURRENCY) == market.Depth([], [])
+    assert w.balance(CURRENCY, a).locked == 0 and w.balance(w.isin, b).locked == 0

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import market, negotiated
+from contracts.base import Context
 from ledger.reasons import Reason
 from tests.market_world import CURRENCY, Outcome, World
 
@@ -125,3 +126,19 @@ def test_any_sequence_conserves_balances_and_locks_only_open_proposals(
         assert w.balance(CURRENCY, account).locked == want_cash
     assert sum(w.balance(w.isin, a).total for a in w.investors) == 300
     assert sum(w.balance(CURRENCY, a).total for a in w.investors) == 150_000
+
+
+def test_a_corporate_action_can_end_every_open_proposal_on_the_security() -> None:
+    w = World(investors=2, open_book=False)
+    a, b = w.investors
+    for _ in range(3):
+        _propose(w, a, b)
+    _propose(w, b, a, side="buy", quantity=5, price=100)
+
+    def withdraw(ctx: Context) -> bool:
+        return negotiated.withdraw_security_proposals(ctx, w.isin, "redemption", limit=3)
+
+    assert w.system(withdraw)[0] is False
+    assert w.system(withdraw)[0] is True
+    assert w.balance(w.isin, a).locked == 0 and w.balance(CURRENCY, b).locked == 0
+    assert {p.status for p in negotiated.proposals_of(w.query_ctx(), a)} == {"cancelled"}
