@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from contracts import balances, compliance, market_data, orderbook, participants, securities
-from contracts.base import AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
+from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
 from contracts.cash import CURRENCY_CODE, require_currency
 from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
@@ -44,6 +44,7 @@ MAX_EXPIRIES_PER_BLOCK = 1_000  # bounded sweep; the rest expire lazily or in th
 MAX_DEPTH_LEVELS = 100
 MAX_OPEN_ORDERS_LISTED = 1_000
 MAX_DAY_BARS_LISTED = 366
+MAX_FORCED_CANCELS = 1_000  # orders one cancel_account_orders transaction takes off
 
 # Reason codes of the venue's refusals, in one place (docs/MARKET.md lists them).
 HALTED = Reason.INVALID_STATE  # trading in the security is halted
@@ -311,6 +312,21 @@ def replace_order(ctx: Context, order_id: int, quantity: int, price: int, expire
     expiry = old.expires_at_ms if expires_at_ms is None else expires_at_ms
     place(ctx, owner, OrderRequest(old.isin, old.currency, old.side, quantity, price, old.tif, LIMIT, expiry,
                                    old.client_ref))
+
+
+@METHODS.method(account=ADDRESS, reason=TEXT)
+def cancel_account_orders(ctx: Context, account: str, reason: str) -> None:
+    """An operator or regulator cancels an account's resting orders (up to MAX_FORCED_CANCELS
+    per transaction; send again for more), e.g. so a forced transfer finds the units free."""
+    by = _require_venue_authority(ctx)
+    orders = list(orderbook.account_orders(ctx, account, MAX_FORCED_CANCELS))
+    specs: dict[tuple[str, str], BookSpec] = {}
+    for order in orders:
+        pair = (order.isin, order.currency)
+        if pair not in specs:
+            specs[pair] = BookSpec(order.isin, order.currency, require_book(ctx, *pair).scale)
+        take_off_book(ctx, specs[pair], order, orderbook.CANCEL, "by_authority")
+    ctx.emit("account_orders_cancelled", account=account, count=len(orders), reason=reason, by=by)
 
 
 # ---------------------------------------------------------------- for corporate actions

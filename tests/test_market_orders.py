@@ -295,3 +295,18 @@ def test_a_corporate_action_can_withdraw_every_order_on_the_security_in_bounded_
     assert done is True and [e.attrs["why"] for e in events] == ["split"]
     assert market.depth(w.query_ctx(), w.isin, CURRENCY) == market.Depth([], [])
     assert w.balance(CURRENCY, a).locked == 0 and w.balance(w.isin, b).locked == 0
+
+
+def test_an_operator_or_regulator_can_cancel_an_accounts_orders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(market, "MAX_FORCED_CANCELS", 2)
+    w = World()
+    a, b = w.investors[:2]
+    for price in (90, 91, 92):
+        w.order(a, "buy", 10, price)
+    w.order(b, "buy", 10, 93)
+    assert w.call(b, "market", "cancel_account_orders", account=a, reason="x").reason == Reason.UNAUTHORIZED
+    done = w.must(w.regulator, "market", "cancel_account_orders", account=a, reason="court order")
+    assert done.of_kind("account_orders_cancelled")[0]["count"] == 2
+    w.must(w.operator, "market", "cancel_account_orders", account=a, reason="court order")
+    assert market.open_orders(w.query_ctx(), a) == [] and w.balance(CURRENCY, a).locked == 0
+    assert len(market.open_orders(w.query_ctx(), b)) == 1
