@@ -21,6 +21,7 @@ STARTUP_S = 4.0  # processes start, connect and elect before the load begins
 EXTRA_WAIT_S = 30.0  # grace on top of the planned run before a replica is killed
 DEFAULT_RATES = (5_000, 15_000, 30_000, 60_000)
 DEFAULT_WINDOW = 6_000  # closed loop: commands in flight across the cluster
+ELECTION_TICKS = 20  # x tick_ms: 1-2 s at 50 ms, so a CPU-starved replica is not deposed
 
 
 def _free_ports(n: int) -> list[int]:
@@ -46,7 +47,7 @@ def _keiretsu_configs(workdir: Path, plan: dict[str, Any], tick_ms: int) -> list
         peers.append(dataclasses.asdict(identity.peer_info("127.0.0.1", port)))
     return [{"node_id": node_id, "port": port, "identity_dir": str(workdir / node_id / "identity"),
              "peers": peers, "voters": ids, "data_dir": str(workdir / node_id / "data"),
-             "plan": plan, "tick_ms": tick_ms, "seed": i}
+             "plan": plan, "tick_ms": tick_ms, "election_ticks": ELECTION_TICKS, "seed": i}
             for i, (node_id, port) in enumerate(zip(ids, ports))]
 
 

@@ -24,6 +24,8 @@ BENCH_CHANNEL = "bench"
 FLUSH_INTERVAL_S = 0.002  # the client cuts a batch of commands this often
 DRAIN_S = 3.0  # after the load stops, wait this long for outstanding acknowledgements
 MAX_RUNS_PER_ENTRY = 4096  # forwarded batches merged into one log entry
+RESUBMIT_AFTER_S = 2.0  # an unacknowledged run is sent again after this long
+RESUBMIT_SCAN_S = 0.1
 
 
 class BenchApp:
@@ -66,6 +68,11 @@ class BenchClient:
         self.tracker = tracker
         self.unsent: list[list[Any]] = []  # runs [origin, first_seq, n, blob] not yet handed on
         self.to_propose: list[list[Any]] = []  # runs this node proposes as leader
+        # Our runs not yet acknowledged, by first sequence number, with when we last sent them:
+        # a client resubmits after a leader change (the app ignores duplicates by sequence).
+        self.outstanding: dict[int, tuple[float, list[Any]]] = {}
+        self.last_leader = ""
+        self.last_scan = 0.0
 
     def on_forward(self, peer_id: str, payload: bytes) -> None:
         self.to_propose.append(msgpack.unpackb(payload))
@@ -78,9 +85,26 @@ class BenchClient:
             if n:
                 first = self.tracker.submit(n, now)
                 blob = b"".join(command(s) for s in range(first, first + n))
-                self.unsent.append([self.me, first, n, blob])
+                run = [self.me, first, n, blob]
+                self.unsent.append(run)
+                self.outstanding[first] = (now, run)
+            self._resubmit_if_needed(now)
             self._hand_on()
             await asyncio.sleep(FLUSH_INTERVAL_S)
+
+    def _resubmit_if_needed(self, now: float) -> None:
+        leader = self.driver.status().leader_id
+        changed = leader != self.last_leader
+        self.last_leader = leader
+        if not changed and now - self.last_scan < RESUBMIT_SCAN_S:
+            return
+        self.last_scan = now
+        for first, (sent, run) in list(self.outstanding.items()):
+            if first not in self.tracker.submitted_at:
+                del self.outstanding[first]  # acknowledged (or refused)
+            elif changed or now - sent > RESUBMIT_AFTER_S:
+                self.outstanding[first] = (now, run)
+                self.unsent.append(run)
 
     def _hand_on(self) -> None:
         leader = self.driver.status().leader_id
@@ -102,10 +126,10 @@ class BenchClient:
     def _proposal_done(self, fut: asyncio.Future[int], runs: list[list[Any]]) -> None:
         if fut.cancelled() or fut.exception() is None:
             return
-        for origin, first, n, _blob in runs:  # our own commands learn of the refusal
-            if origin == self.me:
-                for seq in range(first, first + n):
-                    self.tracker.fail(seq)
+        self.tracker.failed += 1  # a refused proposal; its commands are resubmitted
+        for run in runs:
+            if run[0] == self.me and run[1] in self.outstanding:
+                self.outstanding[run[1]] = (0.0, run)  # due for resubmission at the next scan
 
 
 async def run_replica(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +146,8 @@ async def run_replica(cfg: dict[str, Any]) -> dict[str, Any]:
     app = BenchApp(me, tracker)
     driver = RaftDriver(
         DriverConfig(node_id=me, voters=tuple(cfg["voters"]), snapshot_dir=data_dir / "snap",
-                     tick_ms=cfg["tick_ms"], election_ticks=10, compact_after_entries=50_000,
+                     tick_ms=cfg["tick_ms"], election_ticks=cfg["election_ticks"],
+                     compact_after_entries=50_000,
                      compact_keep_entries=5_000, seed=cfg["seed"]),
         LevelDBLogStore(data_dir / "raftlog"), transport, app)
     client = BenchClient(me, driver, transport, tracker)

@@ -128,6 +128,7 @@ class RaftDriver:
         self._read_ids = itertools.count(1)
         self._running = False
         self._core: Raft | None = None
+        self._synced_term_vote: tuple[int, str] = (0, "")
         self.decode_errors = 0
 
     # ==== lifecycle ==========================================================================
@@ -151,6 +152,7 @@ class RaftDriver:
                          election_ticks=self.config.election_ticks,
                          heartbeat_ticks=self.config.heartbeat_ticks)
         self._core = Raft(cfg, state, applied=applied)
+        self._synced_term_vote = (state.hard_state.term, state.hard_state.vote)
         self._running = True
         self._tasks = [asyncio.create_task(self._run_loop(), name=f"raft-{self.config.node_id}"),
                        asyncio.create_task(self._run_ticker(), name="raft-ticker")]
@@ -340,8 +342,16 @@ class RaftDriver:
             await loop.run_in_executor(None, self._install_snapshot, rd)
         elif rd.hard_state is not None or rd.entries_to_persist:
             # Raft's durability rule: on disk (fsync) before any message that depends on it.
-            await loop.run_in_executor(None, self.store.save, rd.hard_state,
-                                       rd.entries_to_persist, None)
+            # A Ready that only moves the commit index needs no fsync: commit is a hint that
+            # restart rebuilds (it is at least the app's applied index), and Raft promises
+            # nothing to peers based on it.
+            hs = rd.hard_state
+            sync = bool(rd.entries_to_persist) or (
+                hs is not None and (hs.term, hs.vote) != self._synced_term_vote)
+            await loop.run_in_executor(None, self.store.save, hs, rd.entries_to_persist,
+                                       None, sync)
+            if hs is not None and sync:
+                self._synced_term_vote = (hs.term, hs.vote)
         for m in rd.messages:
             self._send(core, m)
         entries = [e for e in rd.committed_entries if e.type == EntryType.NORMAL and e.data]

@@ -26,7 +26,9 @@ class RaftLog:
               "stored entries are not contiguous after the snapshot")
         self.snapshot = snapshot
         self.entries = list(entries)
-        self.committed = max(committed, snapshot.index)
+        # The app only applies committed entries, so its applied index bounds commit from
+        # below even when the latest commit index was written without fsync.
+        self.committed = max(committed, applied, snapshot.index)
         self.applied = max(applied, snapshot.index)
         self.stable_index = self.last_index()  # everything loaded came from disk
         self.pending_snapshot: SnapshotMeta | None = None  # received, not yet installed

@@ -25,7 +25,7 @@ class LogStore(Protocol):
     def load(self, bootstrap: ConfState) -> tuple[PersistentState, SnapshotMeta | None]: ...
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
-             snapshot: SnapshotMeta | None) -> None: ...
+             snapshot: SnapshotMeta | None, sync: bool = True) -> None: ...
 
     def mark_snapshot_pending(self, meta: SnapshotMeta | None) -> None: ...
 
@@ -79,8 +79,8 @@ class LevelDBLogStore:
         return PersistentState(hs, snap, tuple(entries)), pending
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
-             snapshot: SnapshotMeta | None) -> None:
-        with self._db.write_batch(sync=True) as batch:
+             snapshot: SnapshotMeta | None, sync: bool = True) -> None:
+        with self._db.write_batch(sync=sync) as batch:
             if snapshot is not None:
                 for index in range(self._snapshot_index + 1, self._last_index + 1):
                     batch.delete(_entry_key(index))
@@ -134,7 +134,7 @@ class MemoryLogStore:
         return PersistentState(self.hard_state, snap, tuple(self.entries)), self.pending
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
-             snapshot: SnapshotMeta | None) -> None:
+             snapshot: SnapshotMeta | None, sync: bool = True) -> None:
         if snapshot is not None:
             self.snapshot, self.entries, self.pending = snapshot, [], None
         if entries:

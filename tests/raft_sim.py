@@ -48,6 +48,9 @@ class SimDisk:
     snapshot: SnapshotMeta
     entries: list[Entry] = field(default_factory=list)
     app: list[tuple[int, bytes]] = field(default_factory=list)  # (term, data) per index
+    # The driver fsyncs a hard state only when term or vote changed (or entries were
+    # written); a commit-only update may be lost in a crash, as modelled here.
+    synced_hard_state: HardState = field(default_factory=HardState)
 
 
 class SimNode:
@@ -72,6 +75,7 @@ class SimNode:
         return self.raft_cls(cfg, state, applied=len(self.disk.app))
 
     def restart(self) -> None:
+        self.disk.hard_state = self.disk.synced_hard_state
         self.alive = True
         self.raft = self._boot()
         self.checked_commit = self.raft.log.committed
@@ -229,7 +233,11 @@ class Simulation:
             del disk.entries[first - disk.snapshot.index - 1:]
             disk.entries.extend(rd.entries_to_persist)
         if rd.hard_state is not None:
-            disk.hard_state = rd.hard_state
+            hs, old = rd.hard_state, disk.synced_hard_state
+            disk.hard_state = hs
+            if rd.entries_to_persist or rd.snapshot_to_install or (hs.term, hs.vote) != (
+                    old.term, old.vote):
+                disk.synced_hard_state = hs
         self.check.on_commit(node)
         for rs in rd.read_states:
             needed = self.reads.pop(rs.context, None)
