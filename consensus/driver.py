@@ -336,8 +336,20 @@ class RaftDriver:
                 self._wakeup.set()
             await self._maybe_compact(core)
 
+    def _may_send_before_persisting(self, core: Raft, rd: Ready) -> bool:
+        """A leader's APPENDs may overlap its own disk write (Raft thesis §10.2.1): the core
+        counts the leader's entries toward a commit only once advance() reports them stable.
+        Term and vote must already be on disk, as everything a leader sends depends on them."""
+        hs = rd.hard_state
+        return (core.role == Role.LEADER and rd.snapshot_to_install is None
+                and (hs is None or (hs.term, hs.vote) == self._synced_term_vote))
+
     async def _handle_ready(self, core: Raft, rd: Ready) -> None:
         loop = asyncio.get_running_loop()
+        sent_early = self._may_send_before_persisting(core, rd)
+        if sent_early:
+            for m in rd.messages:
+                self._send(core, m)
         if rd.snapshot_to_install is not None:
             await loop.run_in_executor(None, self._install_snapshot, rd)
         elif rd.hard_state is not None or rd.entries_to_persist:
@@ -352,8 +364,9 @@ class RaftDriver:
                                        None, sync)
             if hs is not None and sync:
                 self._synced_term_vote = (hs.term, hs.vote)
-        for m in rd.messages:
-            self._send(core, m)
+        if not sent_early:
+            for m in rd.messages:
+                self._send(core, m)
         entries = [e for e in rd.committed_entries if e.type == EntryType.NORMAL and e.data]
         if entries:
             await loop.run_in_executor(None, self.app.apply, entries)

@@ -212,6 +212,7 @@ class Raft:
         if rd.entries_to_persist:
             last = rd.entries_to_persist[-1]
             self.log.stable_to(last.index, last.term)
+            self._leader_persisted()
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
             for ent in rd.committed_entries:
@@ -377,7 +378,7 @@ class Raft:
         for pid in self.conf.members():
             pr = Progress(last + 1, self.cfg.max_inflight_appends, pid in self.conf.learners)
             if pid == self.id:
-                pr.match = last
+                pr.match = self.log.stable_index  # only what is on our disk counts
             self.prs[pid] = pr
 
     def _reset_randomized_timeout(self) -> None:
@@ -499,11 +500,19 @@ class Raft:
             raise ProposalRefused(RefusalCode.ENTRY_TOO_LARGE, self.lead)
 
     def _append_local(self, kind: EntryType, data: bytes) -> int:
+        # The leader's own match moves only once the entry is on its disk (advance), so the
+        # driver may send these APPENDs while it is still writing them (thesis §10.2.1).
         index = self.log.last_index() + 1
         self.log.append([Entry(self.term, index, kind, data)])
-        self.prs[self.id].maybe_update(index)
         self._proposals_unsent = True
         return index
+
+    def _leader_persisted(self) -> None:
+        if self.role != Role.LEADER:
+            return
+        if self.prs[self.id].maybe_update(self.log.stable_index) and self._maybe_commit():
+            self._on_commit_advanced()
+            self._bcast_append()
 
     def _flush_proposals(self) -> None:
         # Proposals are broadcast once per Ready, so many proposals share one APPEND.

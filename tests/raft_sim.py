@@ -210,8 +210,16 @@ class Simulation:
 
     def _handle_ready(self, node: SimNode, rd: Ready) -> None:
         r, disk = node.raft, node.disk
+        hs, synced = rd.hard_state, disk.synced_hard_state
+        # As the driver does: a leader sends before its own write if term/vote are on disk.
+        early = (r.role == Role.LEADER and rd.snapshot_to_install is None
+                 and (hs is None or (hs.term, hs.vote) == (synced.term, synced.vote)))
+        if early:
+            for m in rd.messages:
+                self._send(node, m)
         if self.rng.random() < TORN_CRASH_P and self.now < FAULT_PHASE_UNITS:
-            # Crash at the worst instant: the core decided, nothing reached disk or network.
+            # Crash at the worst instant: the core decided (a leader may even have sent),
+            # nothing reached the disk.
             node.alive = False
             self.stats["crashes"] += 1
             return
@@ -245,8 +253,9 @@ class Simulation:
                 self.check.fail(f"Linearizable read: {node.id} read at {rs.index} but {needed} "
                                 f"was already committed when the read began")
             self.stats["reads"] += 1
-        for m in rd.messages:
-            self._send(node, m)
+        if not early:
+            for m in rd.messages:
+                self._send(node, m)
         for e in rd.committed_entries:
             check_index = len(disk.app) + 1
             if e.index != check_index:
