@@ -104,5 +104,5 @@ async def test_many_slow_clients_do_not_keep_others_out_and_are_all_cut_off(node
         for task in slow:
             task.cancel()
         await asyncio.gather(*slow, return_exceptions=True)
-    assert node._runner is not None
+    assert node._runner is not None and node._runner.server is not None
     assert len(node._runner.server.connections) == 0, "every slow connection was closed"

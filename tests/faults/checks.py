@@ -7,6 +7,7 @@ cap tables), as an auditor would, and turns what it finds into a Verdict a user 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,15 +50,15 @@ class Verdict:
     def summary(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         lines = [
-            f"fault run: seed {self.seed} (replay: KEIRETSU_FAULT_SEED={self.seed}), {self.nodes} nodes, "
-            f"final height {self.height}",
+            (f"fault run: seed {self.seed} (replay: KEIRETSU_FAULT_SEED={self.seed}), {self.nodes} nodes, "
+             f"final height {self.height}"),
             f"  faults injected: {faults}",
-            f"  transactions acknowledged {self.acknowledged}, ambiguous {self.ambiguous} "
-            f"(applied once {self.ambiguous_applied}, not applied {self.ambiguous - self.ambiguous_applied}), "
-            f"refused {self.refused}",
-            f"  lost {self.lost}, duplicated {self.duplicated}, divergent {self.divergent}, "
-            f"refused-but-applied {self.refused_applied}, conservation breaks {self.conservation_breaks}, "
-            f"negative balances {self.negative_balances}, nodes behind {self.behind}",
+            (f"  transactions acknowledged {self.acknowledged}, ambiguous {self.ambiguous} "
+             f"(applied once {self.ambiguous_applied}, not applied {self.ambiguous - self.ambiguous_applied}), "
+             f"refused {self.refused}"),
+            (f"  lost {self.lost}, duplicated {self.duplicated}, divergent {self.divergent}, "
+             f"refused-but-applied {self.refused_applied}, conservation breaks {self.conservation_breaks}, "
+             f"negative balances {self.negative_balances}, nodes behind {self.behind}"),
         ]
         lines.extend(f"  PROBLEM: {p}" for p in self.problems[:MAX_PROBLEMS_SHOWN])
         if len(self.problems) > MAX_PROBLEMS_SHOWN:
@@ -104,7 +105,7 @@ async def _blocks(client: Client, height: int) -> list[dict[str, Any]]:
 
 
 def _check_chain(verdict: Verdict, name: str, blocks: list[dict[str, Any]]) -> None:
-    for prev, block in zip(blocks, blocks[1:]):
+    for prev, block in itertools.pairwise(blocks):
         if block["prev_hash"] != prev["hash"]:
             verdict.problem(f"{name}: block {block['height']} does not link to block {prev['height']}")
 

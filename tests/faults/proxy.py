@@ -13,9 +13,12 @@ chunk twice, which the receiver's TLS layer must detect and close the link on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 READ_CHUNK_BYTES = 64 * 1024
 MAX_QUEUED_CHUNKS = 1024
@@ -77,8 +80,7 @@ class FaultNet:
 
     async def start(self) -> None:
         for ep in self.endpoints:
-            server = await asyncio.start_server(
-                lambda r, w, ep=ep: self._accept(r, w, ep), ep.proxy_host, ep.proxy_port)
+            server = await asyncio.start_server(functools.partial(self._accept, ep=ep), ep.proxy_host, ep.proxy_port)
             self._servers.append(server)
 
     async def close(self) -> None:
@@ -136,8 +138,8 @@ class FaultNet:
         conn.abort()
         self._conns.discard(conn)
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -83,7 +84,7 @@ async def _roundtrip(ep: Endpoint, payload: bytes) -> bytes:
 
 
 async def test_a_healthy_link_relays_both_ways(echo_net) -> None:
-    net, ep, received = echo_net
+    _, ep, _ = echo_net
     assert await _roundtrip(ep, b"ping") == b"ping"
 
 
@@ -105,7 +106,7 @@ async def test_a_one_way_cut_lets_requests_in_and_drops_answers(echo_net) -> Non
 
 
 async def test_total_loss_resets_the_connection_and_delay_still_delivers(echo_net) -> None:
-    net, ep, received = echo_net
+    net, ep, _ = echo_net
     net.set("a", "b", LinkFault(loss_per_mille=1000))
     assert await _roundtrip(ep, b"x") == b""
     assert net.counters["connections_reset"] == 1
@@ -116,7 +117,7 @@ async def test_total_loss_resets_the_connection_and_delay_still_delivers(echo_ne
 
 
 async def test_duplication_sends_a_chunk_twice(echo_net) -> None:
-    net, ep, received = echo_net
+    net, ep, _ = echo_net
     net.set("a", "b", LinkFault(dup_per_mille=1000))
     reader, writer = await asyncio.open_connection(ep.proxy_host, ep.proxy_port)
     writer.write(b"twice")
@@ -132,7 +133,7 @@ async def test_duplication_sends_a_chunk_twice(echo_net) -> None:
 # ---------------------------------------------------------------- the auditor
 
 
-def _block(height: int, prev: str, txs: list[tuple[str, str, list[dict[str, object]]]]) -> dict[str, object]:
+def _block(height: int, prev: str, txs: list[tuple[str, str, list[dict[str, Any]]]]) -> dict[str, Any]:
     return {"height": height, "hash": f"h{height}", "prev_hash": prev, "transactions": [
         {"receipt": {"tx_id": tx_id, "result": result, "events": events}} for tx_id, result, events in txs]}
 
@@ -151,9 +152,9 @@ def test_the_auditor_finds_lost_duplicated_and_wrongly_applied_transactions() ->
 
 
 def test_the_auditor_finds_a_broken_chain_and_counts_supply_from_valid_receipts_only() -> None:
-    minted = {"kind": "cash_minted", "attrs": {"currency": CURRENCY, "amount": 500}}
-    burned = {"kind": "cash_burned", "attrs": {"currency": CURRENCY, "amount": 200}}
-    issued = {"kind": "security_issued", "attrs": {"isin": "KX1", "quantity": 7}}
+    minted: dict[str, Any] = {"kind": "cash_minted", "attrs": {"currency": CURRENCY, "amount": 500}}
+    burned: dict[str, Any] = {"kind": "cash_burned", "attrs": {"currency": CURRENCY, "amount": 200}}
+    issued: dict[str, Any] = {"kind": "security_issued", "attrs": {"isin": "KX1", "quantity": 7}}
     blocks = [_block(0, "", []), _block(1, "h0", [("t1", "valid", [minted, issued]), ("t2", "invalid", [burned])]),
               _block(2, "h1", [("t3", "valid", [burned])])]
     assert _supply_from_blocks(blocks, "KX1") == {CURRENCY: 300, "KX1": 7}

@@ -71,6 +71,7 @@ async def run_scenario(root: Path, nodes: int, duration_s: float, seed: int, say
         errors = [r for r in results if isinstance(r, BaseException)]
         assert not errors, f"seed {seed}: a client task crashed: {errors[0]!r}"
         assert set(cluster.procs) == set(cluster.names) and not cluster.down, "every fault healed"
+        assert cluster.net is not None
         say(f"traffic: {dict(history.ops)}, retries {history.retries}, proxy {dict(cluster.net.counters)}")
         await audit(cluster.urls, market, history, verdict)
         for name in cluster.names:
