@@ -411,3 +411,33 @@ def test_snapshot_restore_is_refused_when_not_newer_than_commit() -> None:
 def test_config_is_validated_at_the_door() -> None:
     with pytest.raises(ConfigError, match="election_ticks"):
         RaftConfig(node_id="1", rng=random.Random(0), election_ticks=1).validate()
+
+
+def test_10_2_1_leader_counts_its_own_entries_only_once_persisted() -> None:
+    """Thesis §10.2.1: the leader may send APPENDs in parallel with its own disk write, so it
+    must not count itself for an entry it has not yet persisted."""
+    net = cluster()
+    net.elect("1")
+    leader = net.peers["1"]
+    index = leader.propose(b"x")
+    rd = leader.ready()  # carries the entry to persist and the APPENDs; not yet advanced
+    assert rd.entries_to_persist[-1].index == index
+    leader.step(Message(MT.APPEND_RESP, "1", "2", term=leader.term, index=index))
+    assert leader.log.committed < index  # follower 2 alone is not a majority of disks
+    leader.advance(rd)
+    assert leader.log.committed == index
+
+
+def test_single_node_commits_after_its_own_write() -> None:
+    r = new_raft("1", voters=("1",))
+    for _ in range(2 * r.randomized_timeout):
+        r.tick()
+    assert r.role == Role.LEADER
+    for _ in range(3):
+        r.advance(r.ready())
+    index = r.propose(b"solo")
+    rd = r.ready()
+    assert not rd.committed_entries
+    r.advance(rd)
+    rd = r.ready()
+    assert [e.data for e in rd.committed_entries] == [b"solo"] and rd.committed_entries[0].index == index
