@@ -150,9 +150,11 @@ def decode_signed(raw: bytes) -> SignedTx:
         raise TxRejected(Reason.MISSING_SIGNATURE, "one signature per signer is required")
     if not all(isinstance(sig, bytes) and len(sig) == SIGNATURE_BYTES for sig in signatures):
         raise TxRejected(Reason.MALFORMED, "a signature is 64 bytes")
-    # raw is canonical, so it is an array header, the body's canonical bytes, then the
-    # signatures array: slicing is cheaper than re-encoding the body.
-    body_bytes = raw[1:len(raw) - len(codec.encode(signatures))]
+    # raw is canonical, so it is a 1-byte array header, the body's canonical bytes, then the
+    # signatures array (its header, then per signature bin8 header, length byte, 64 bytes):
+    # slicing is cheaper than re-encoding the body.
+    signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
+    body_bytes = raw[1:len(raw) - signatures_bytes]
     return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
 
 

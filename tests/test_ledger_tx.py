@@ -210,3 +210,11 @@ def test_random_bytes_are_refused_with_a_code_never_a_crash(data):
         assert exc.reason in Reason.__members__.values()
     else:
         assert isinstance(tx, SignedTx)  # astronomically unlikely: a valid signature
+
+
+@pytest.mark.parametrize("count", [1, 2, 15, MAX_SIGNERS])
+def test_the_body_bytes_and_id_are_the_same_whatever_the_number_of_signatures(count):
+    keys = [KeyPair(bytes([10 + n]) * 32) for n in range(count)]
+    tx = sign(body(signers=tuple(k.public_key for k in keys)), keys)
+    decoded = check_stateless(tx.raw, CHAIN)
+    assert decoded.body_bytes == tx.body.encode() and decoded.tx_id == tx.tx_id
