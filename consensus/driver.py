@@ -268,7 +268,14 @@ class RaftDriver:
             self._reads[context] = fut
 
         self._enqueue(command)
-        return await fut
+        # A forwarded request can be dropped (lost message, stale term): bound the wait so the
+        # caller retries instead of hanging. Two election timeouts cover a leader change.
+        timeout_s = 2 * self.config.election_ticks * self.config.tick_ms / 1000
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            self._reads.pop(context, None)
+            raise NotLeader(core.lead) from None
 
     def transfer_leadership(self, to: str) -> None:
         core = self._require_core()
