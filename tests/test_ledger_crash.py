@@ -26,7 +26,7 @@ from ledger.sandbox import SANDBOX_CURRENCY as EUR
 from ledger.sandbox import make_sandbox
 from ledger.store import STATE_PREFIX, AppliedPosition, LedgerStore
 
-SEED = 20_261_126
+SEED = int(os.environ.get("KEIRETSU_CRASH_SEED", "20261126"))  # a failure names its seed
 KILLS = 10
 BATCHES = 12
 TXS_PER_BATCH = 150
@@ -140,11 +140,12 @@ def check_resumable(data_dir: Path, positions: list[AppliedPosition]) -> int:
         position = store.position
         if position.height < 0:
             return -1  # killed before genesis was written: nothing committed yet
-        assert position == positions[position.height]  # same block and state hash as the replay
-        assert position.raft_index == position.height  # one block per batch: no gap, no double
+        replay = f"(KEIRETSU_CRASH_SEED={SEED} replays this)"
+        assert position == positions[position.height], replay  # same block and state hash as the replay
+        assert position.raft_index == position.height, replay  # one block per batch: no gap, no double
         for height in range(position.height + 1):
-            assert store.block(height).hash() == positions[height].block_hash
-        assert store.block(position.height + 1) is None
+            assert store.block(height).hash() == positions[height].block_hash, replay
+        assert store.block(position.height + 1) is None, replay
         return position.height
     finally:
         store.close()
@@ -167,7 +168,7 @@ def test_killed_at_random_points_the_store_resumes_with_no_gap_and_no_double_app
         heights.append(check_resumable(data_dir, positions))
         if outcome == "done":
             break
-    assert heights == sorted(heights), f"a restart went backwards: {heights} (seed {SEED})"
+    assert heights == sorted(heights), f"a restart went backwards: {heights} (KEIRETSU_CRASH_SEED={SEED})"
     assert run_child(data_dir, batches_file, None, 0) == "done"
     assert check_resumable(data_dir, positions) == BATCHES
     store = LedgerStore(data_dir)
