@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from contracts import balances, cash, entitlements, participants, schedule, securities
+from contracts import balances, cash, entitlements, market, negotiated, participants, schedule, securities
 from contracts.base import AMOUNT, ASSET_ID, MAX_AMOUNT, UINT, Context, MethodTable
 from contracts.cash import CURRENCY_CODE
 from ledger.reasons import ContractError, InvariantViolation, Reason, require
@@ -414,6 +414,8 @@ def _step_convert(ctx: Context, item: schedule.DueItem, budget: int) -> schedule
     if action is None:
         return schedule.Progress(True, 1)
     if action.status == "declared":
+        if not _withdraw_open_trading(ctx, action, budget):
+            return schedule.Progress(False, budget)  # more orders to cancel: go on next block
         action = _start_conversion(ctx, action)
         if action.status != "paying":
             return schedule.Progress(True, 1)
@@ -434,6 +436,19 @@ def _step_convert(ctx: Context, item: schedule.DueItem, budget: int) -> schedule
     else:
         _finish_redemption(ctx, action)
     return schedule.Progress(True, len(batch) + 1)
+
+
+def _withdraw_open_trading(ctx: Context, action: Action, budget: int) -> bool:
+    """Cancel resting orders and open proposals on the security, in bounded steps.
+
+    They are priced and sized in the old units, and their locks must be released before the
+    holdings are converted; True once none is left (the conversion may then start at once,
+    in the same step, so no new order can slip in between).
+    """
+    why = f"{action.kind} {action.action_id} changes what a unit of {action.isin} is"
+    if not market.withdraw_security_orders(ctx, action.isin, why, budget):
+        return False
+    return negotiated.withdraw_security_proposals(ctx, action.isin, why, budget)
 
 
 def _start_conversion(ctx: Context, action: Action) -> Action:

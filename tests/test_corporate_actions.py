@@ -310,3 +310,25 @@ def test_an_issuer_cures_a_default_and_the_payment_runs_in_the_next_block() -> N
     assert "redemption_completed" in [e.kind for e in events]
     assert units_of(world, bond, names) == [0] and world.bal("MXN", names[0]).total == 6_000_000
     assert world.bal("MXN", "issuer") == balances.Balance(0, 0)
+
+
+def test_a_split_first_cancels_resting_orders_and_releases_their_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orders priced and sized in old units must not survive a split (docs/LIFECYCLE.md)."""
+    from contracts import market as venue
+
+    monkeypatch.setattr(corporate_actions, "MAX_PAYMENTS_PER_BLOCK", 2)  # withdraw in several steps
+    world, isin, names = holders_world([10, 20, 30])
+    world.ok("operator", "market", "open_book", isin=isin, currency="MXN", tick_size=1, lot_size=1)
+    for i, name in enumerate(names):
+        world.ok(name, "market", "place_order", isin=isin, currency="MXN", side="sell", quantity=3, price=500 + i)
+        world.ok(name, "market", "place_order", isin=isin, currency="MXN", side="buy", quantity=2, price=100 + i)
+    assert world.bal(isin, names[2]).locked == 3 and world.bal("MXN", names[2]).locked == 2 * 102
+    assert len(venue.open_orders(world.view(), addr(names[2]))) == 2
+    world.ok("issuer", "corporate_actions", "declare_split", isin=isin, ratio_to=2, ratio_from=1,
+             effective_ms=world.time_ms + 1)
+    run_until_idle(world, world.time_ms + 1)
+    view = world.view()
+    for name in names:
+        assert world.bal("MXN", name).locked == 0 and world.bal(isin, name).locked == 0
+        assert venue.open_orders(view, addr(name)) == []
+    assert units_of(world, isin, names) == [2 * 1010, 40, 60]
