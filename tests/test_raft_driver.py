@@ -15,7 +15,7 @@ from consensus.messages import Entry
 from consensus.storage import LevelDBLogStore
 
 IDS = ("a", "b", "c")
-WAIT_STEPS = 400  # bounded polling: 400 x 10 ms
+WAIT_STEPS = 1000  # bounded polling: at most 1000 x 10 ms, generous for a loaded CI box
 POLL_S = 0.01
 
 
