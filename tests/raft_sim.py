@@ -308,6 +308,8 @@ class Simulation:
         elif roll < 0.020:
             node = rng.choice(list(self.nodes.values()))
             node.period = rng.choice((3, 4, 5, 6))
+        if self.membership and rng.random() < 0.01:
+            self._change_membership()
         if rng.random() < self.churn_p:
             self._strike_leader()
         if dead and rng.random() < self.churn_p:
@@ -320,8 +322,6 @@ class Simulation:
             self._transfer()
         elif roll > 0.88:
             self._compact(rng.choice(alive))
-        elif roll > 0.875 and self.membership:
-            self._change_membership()
 
     def _strike_leader(self) -> None:
         """Crash or isolate the leader: leader churn with entries in flight is where
@@ -404,8 +404,10 @@ class Simulation:
         elif conf.learners:
             cc = ConfChange(ConfChangeType.ADD_NODE, conf.learners[0])
         elif len(conf.voters) >= 3:
+            # Sometimes the leader removes itself: it must step down once that applies.
             others = [v for v in conf.voters if v != leader.id]
-            cc = ConfChange(ConfChangeType.REMOVE_NODE, self.rng.choice(others))
+            victim = leader.id if self.rng.random() < 0.2 else self.rng.choice(others)
+            cc = ConfChange(ConfChangeType.REMOVE_NODE, victim)
         else:
             return
         try:
