@@ -191,7 +191,7 @@ def _unpack(data: bytes) -> Any:
             max_bin_len=MAX_MESSAGE_BYTES, max_str_len=MAX_NODE_ID_BYTES,
             max_array_len=MAX_ENTRIES_PER_MESSAGE, max_map_len=0, max_ext_len=0,
         )
-    except Exception as exc:  # msgpack raises many types for garbage input
+    except Exception as exc:  # noqa: BLE001 -- msgpack raises many types for garbage input
         raise MessageDecodeError(DecodeErrorCode.MALFORMED, type(exc).__name__) from None
 
 
@@ -203,13 +203,29 @@ def _decode_message(raw: list[Any]) -> Message:
         raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "entries/reject")
     if not isinstance(ctx, bytes) or len(ctx) > MAX_CONTEXT_BYTES:
         raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "context")
-    return Message(
+    msg = Message(
         type=_enum(MessageType, mtype), to=_node_id(to), frm=_node_id(frm, allow_empty=False),
         term=_uint(term), log_term=_uint(log_term), index=_uint(index),
         entries=tuple(_decode_entry(e) for e in ents), commit=_uint(commit), reject=reject,
         reject_hint=_uint(hint), context=ctx,
         snapshot=None if snap is None else _decode_snapshot(snap),
     )
+    _check_shape(msg)
+    return msg
+
+
+def _check_shape(m: Message) -> None:
+    """Refuse shapes no correct peer sends, before they reach the core's invariants."""
+    if m.type == MessageType.APPEND:
+        for offset, e in enumerate(m.entries):
+            if e.index != m.index + 1 + offset or e.term > m.term:
+                raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "append entries shape")
+        if m.log_term > m.term:
+            raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "append log_term")
+    elif m.entries:
+        raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "entries on a non-append")
+    if (m.type == MessageType.SNAPSHOT) != (m.snapshot is not None):
+        raise MessageDecodeError(DecodeErrorCode.BAD_FIELD, "snapshot field")
 
 
 def _decode_chunk(raw: list[Any]) -> SnapshotChunk:
