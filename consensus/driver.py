@@ -49,6 +49,9 @@ class Transport(Protocol):
 
 
 class Application(Protocol):
+    """The ledger side. apply() and install_snapshot() run in a worker thread (they do disk IO),
+    one call at a time, in log order; snapshot() and applied_index() run on the event loop."""
+
     def apply(self, entries: list[Entry]) -> None: ...
 
     def applied_index(self) -> int: ...
