@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,6 +40,7 @@ from ledger.tx import SignedTx, decode_signed
 MAX_TX_LIFETIME_MS = 60 * 60 * 1000
 STATE_HASH_DOMAIN = b"keiretsu/state/v1\x00"
 PARALLEL_VERIFY_MIN_TXS = 64
+VERIFY_CHUNK_TXS = 32
 _VERIFY_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="sigverify")
 
 
@@ -80,11 +81,32 @@ def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, by
     return digest.digest()
 
 
+def verify_stream(txs: list[SignedTx]) -> Iterator[bool]:
+    """Each transaction's signature verdict, in order, as soon as its chunk is checked.
+
+    Chunks are checked on the pool's threads (pynacl releases the GIL while verifying), so a
+    caller that executes transaction i meanwhile overlaps execution with the checks after it.
+    """
+    if len(txs) < PARALLEL_VERIFY_MIN_TXS:
+        yield from (tx.verify_signatures() for tx in txs)
+        return
+    futures = [_VERIFY_POOL.submit(_verify_chunk, txs[i:i + VERIFY_CHUNK_TXS])
+               for i in range(0, len(txs), VERIFY_CHUNK_TXS)]
+    try:
+        for future in futures:
+            yield from future.result()
+    finally:
+        for future in futures:  # the caller stopped early (a bug raised): do not verify for nobody
+            future.cancel()
+
+
+def _verify_chunk(txs: list[SignedTx]) -> list[bool]:
+    return [tx.verify_signatures() for tx in txs]
+
+
 def verify_all(txs: list[SignedTx]) -> list[bool]:
     """Signature checks spread over the cores (pynacl releases the GIL while verifying)."""
-    if len(txs) < PARALLEL_VERIFY_MIN_TXS:
-        return [tx.verify_signatures() for tx in txs]
-    return list(_VERIFY_POOL.map(SignedTx.verify_signatures, txs, chunksize=32))
+    return list(verify_stream(txs))
 
 
 class VerifiedCache:
@@ -188,13 +210,16 @@ class Executor:
         bctx = BlockContext(self.genesis.chain_id, height, max(batch.proposed_time_ms, position.time_ms))
         block_overlay = Overlay(self._reads)
         system_ctx = self._begin_block(block_overlay, bctx)
-        accepted, dropped = self._admit(batch.txs, bctx)
+        accepted: list[SignedTx] = []
+        dropped: list[tuple[int, Dropped]] = []
         receipts: list[Receipt] = []
         tx_subjects: list[list[str]] = []
-        for tx in accepted:
+        for tx in self._admit(batch.txs, bctx, dropped):
             receipt, subjects = self._run_tx(block_overlay, bctx, tx)
+            accepted.append(tx)
             receipts.append(receipt)
             tx_subjects.append(subjects)
+        dropped.sort(key=lambda item: item[0])
         system_events = tuple(system_ctx.events)
         state_hash = state_hash_after(position.state_hash, height, block_overlay.writes)
         header = BlockHeader(
@@ -211,7 +236,7 @@ class Executor:
         self._index_system(index, height, system_ctx)
         new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
         self._commit(block_overlay.writes, block, index, new_position)
-        return AppliedBlock(block, tuple(dropped))
+        return AppliedBlock(block, tuple(drop for _, drop in dropped))
 
     def _commit(self, writes: dict[bytes, bytes | None], block: Block | None, index: dict[bytes, bytes],
                 position: AppliedPosition) -> None:
@@ -245,14 +270,16 @@ class Executor:
             for subject in _dedupe(subjects):
                 index[history_key(subject, HistoryEntry(height, HISTORY_SYSTEM, i))] = b""
 
-    def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext) -> tuple[list[SignedTx], list[Dropped]]:
-        """The replay and signature checks that decide whether a transaction enters the block.
+    def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext,
+               dropped: list[tuple[int, Dropped]]) -> Iterator[SignedTx]:
+        """The transactions that enter the block, in order; the others go to `dropped` with
+        their position in the batch.
 
-        Dropped transactions are reported in batch order. Signatures are checked before the
-        in-batch duplicate check, so a forged copy placed first cannot shadow the genuine one.
+        Signatures are checked before the in-batch duplicate check, so a forged copy placed
+        first cannot shadow the genuine one. Yielding one by one lets the caller execute a
+        transaction while the pool still verifies those after it.
         """
         candidates: list[tuple[int, SignedTx]] = []
-        dropped: list[tuple[int, Dropped]] = []
         for position, raw in enumerate(raws):
             try:
                 tx = decode_signed(raw)
@@ -268,27 +295,27 @@ class Executor:
                 dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "already in the ledger")))
                 continue
             candidates.append((position, tx))
-        forged = self._forged([tx for _, tx in candidates])
-        accepted: list[SignedTx] = []
         seen: set[bytes] = set()
-        for position, tx in candidates:
-            if id(tx) in forged:
+        for (position, tx), genuine in zip(candidates, self._verdicts([tx for _, tx in candidates]), strict=True):
+            if not genuine:
                 dropped.append((position, Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify")))
             elif tx.tx_id in seen:
                 dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "twice in one batch")))
             else:
                 seen.add(tx.tx_id)
-                accepted.append(tx)
-        dropped.sort(key=lambda item: item[0])
-        return accepted, [item for _, item in dropped]
+                yield tx
 
-    def _forged(self, txs: list[SignedTx]) -> set[int]:
-        """id() of each transaction whose signatures do not verify (none if checks are off)."""
+    def _verdicts(self, txs: list[SignedTx]) -> Iterator[bool]:
+        """Whether each transaction's signatures hold (True for all if checks are off or cached)."""
         if not self.verify_signatures:
-            return set()
+            yield from (True for _ in txs)
+            return
         cache = self.verified_cache
-        to_check = [tx for tx in txs if cache is None or not cache.contains(tx)]
-        return {id(tx) for tx, ok in zip(to_check, verify_all(to_check), strict=True) if not ok}
+        # Decide once which to check: the cache may change under us (the mempool adds to it).
+        unchecked = [cache is None or not cache.contains(tx) for tx in txs]
+        verdicts = verify_stream([tx for tx, check in zip(txs, unchecked, strict=True) if check])
+        for check in unchecked:
+            yield next(verdicts) if check else True
 
     def _check_fresh(self, tx: SignedTx, bctx: BlockContext) -> None:
         body = tx.body
