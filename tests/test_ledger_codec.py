@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -65,6 +67,8 @@ def _raw_map(pairs: list[tuple[str, int]]) -> bytes:
         (b"\xca\x3f\x80\x00\x00", codec.CodecError),  # float32 1.0
         (b"\xcb" + bytes(8), codec.CodecError),  # float64 0.0
         (b"\x91\xcb" + bytes(8), codec.CodecError),  # a float inside an array
+        (b"\xcb" + struct.pack(">d", 1e300), codec.CodecError),  # a float too wide for float32
+        (b"\x81\xa1a\xcb" + struct.pack(">d", -1e300), codec.CodecError),  # ...inside a map
         (b"\xd4\x01\x00", codec.CodecError),  # fixext1
         (b"\xc7\x01\x05\x00", codec.CodecError),  # ext8
         (b"\x01\x02", codec.CodecError),  # trailing bytes
@@ -140,3 +144,22 @@ def test_encode_array_of_encoded_items_equals_encoding_the_list(items):
 def test_an_extension_object_is_never_written_as_an_extension():
     # ExtType is a named tuple: like any tuple it becomes a plain array, never ext bytes.
     assert codec.encode(msgpack.ExtType(1, b"x")) == codec.encode([1, b"x"])
+
+
+any_msgpack = st.recursive(
+    scalars | st.floats() | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=4)),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6) | st.integers(-9, 9), inner,
+                                                                max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(any_msgpack)
+def test_any_msgpack_either_decodes_to_its_canonical_self_or_is_a_codec_error(value):
+    data = msgpack.packb(value, use_bin_type=True)
+    try:
+        decoded = codec.decode(data, max_bytes=LIMIT)
+    except codec.CodecError:
+        return
+    assert codec.encode(decoded) == data
