@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import shutil
 import socket
@@ -108,7 +109,12 @@ def _aggregate(outputs: list[dict[str, Any] | None], plan: dict[str, Any]) -> di
 
 def run_raft_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Run every configured load against each system; returns {system: [run results]}."""
-    systems = ["keiretsu"] + ([] if args.skip_pysyncobj else ["pysyncobj"])
+    compare = not args.skip_pysyncobj
+    if compare and importlib.util.find_spec("pysyncobj") is None:
+        print("pysyncobj is not installed (pip install 'keiretsu[bench]'): measuring ours only",
+              file=sys.stderr)
+        compare = False
+    systems = ["keiretsu"] + (["pysyncobj"] if compare else [])
     loads: list[tuple[str, int, int]] = [("closed", 0, args.window // NODES)]
     loads += [("open", rate // NODES, 0) for rate in args.rates]
     root = Path(tempfile.mkdtemp(prefix="keiretsu-bench-"))
