@@ -47,8 +47,8 @@ MAX_DAY_BARS_LISTED = 366
 MAX_FORCED_CANCELS = 1_000  # orders one cancel_account_orders transaction takes off
 
 # Reason codes of the venue's refusals, in one place (docs/MARKET.md lists them).
-HALTED = Reason.INVALID_STATE  # trading in the security is halted
-OFF_TICK = Reason.INVALID_AMOUNT  # price not a multiple of the tick size, quantity not of the lot size
+HALTED = Reason.TRADING_HALTED  # trading in the security is halted
+OFF_TICK = Reason.OFF_TICK  # price not a multiple of the tick size, quantity not of the lot size
 NO_BOOK = Reason.NOT_FOUND
 
 

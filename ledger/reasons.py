@@ -49,6 +49,8 @@ class Reason(enum.StrEnum):
     SIGNATURE_REQUIRED = "SIGNATURE_REQUIRED"
     SELF_TRANSFER = "SELF_TRANSFER"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    TRADING_HALTED = "TRADING_HALTED"
+    OFF_TICK = "OFF_TICK"
 
 
 class ContractError(Exception):

@@ -102,15 +102,15 @@ def test_self_trade_prevention_cancels_the_resting_order_and_matching_goes_on() 
 def test_tick_lot_funds_and_book_are_checked_at_entry() -> None:
     w = World(tick_size=5, lot_size=10, cash_each=1_000)
     a = w.investors[0]
-    assert w.order(a, "sell", 10, 101).reason == Reason.INVALID_AMOUNT  # off tick
-    assert w.order(a, "sell", 15, 100).reason == Reason.INVALID_AMOUNT  # off lot
+    assert w.order(a, "sell", 10, 101).reason == Reason.OFF_TICK
+    assert w.order(a, "sell", 15, 100).reason == Reason.OFF_TICK  # off the lot
     assert w.order(a, "buy", 20, 100).reason == Reason.INSUFFICIENT_FREE_BALANCE  # 2,000 > 1,000
     assert w.order(a, "sell", 20_000, 100).reason == Reason.INSUFFICIENT_FREE_BALANCE
     missing = w.call(a, "market", "place_order", isin=w.isin, currency="USD", side="buy", quantity=10, price=5)
     assert missing.reason == Reason.NOT_FOUND
     assert w.call(w.operator, "market", "set_book_params", isin=w.isin, currency=CURRENCY, tick_size=7,
                   lot_size=1).ok
-    assert w.order(a, "sell", 10, 100).reason == Reason.INVALID_AMOUNT  # off the new tick of 7
+    assert w.order(a, "sell", 10, 100).reason == Reason.OFF_TICK  # off the new tick of 7
     w.must(a, "market", "place_order", isin=w.isin, currency=CURRENCY, side="sell", quantity=10, price=105 + 7 * 3)
     changed = w.call(w.operator, "market", "set_book_params", isin=w.isin, currency=CURRENCY, tick_size=1,
                      lot_size=1)
@@ -126,7 +126,7 @@ def test_a_halt_stops_new_orders_but_not_cancels() -> None:
     assert w.call(a, "market", "halt_trading", isin=w.isin, reason="news").reason == Reason.UNAUTHORIZED
     w.must(w.regulator, "market", "halt_trading", isin=w.isin, reason="pending announcement")
     assert market.is_halted(w.query_ctx(), w.isin)
-    assert w.order(w.investors[1], "buy", 10, 100).reason == Reason.INVALID_STATE
+    assert w.order(w.investors[1], "buy", 10, 100).reason == Reason.TRADING_HALTED
     w.must(a, "market", "cancel_order", order_id=resting)
     w.must(w.operator, "market", "resume_trading", isin=w.isin, reason="announced")
     assert w.order(w.investors[1], "buy", 10, 100).ok

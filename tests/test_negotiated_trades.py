@@ -92,9 +92,9 @@ def test_refusals_at_proposal_and_at_acceptance_change_nothing() -> None:
     assert w.call(b, "negotiated", "accept", proposal_id=pid).reason == Reason.INSUFFICIENT_FREE_BALANCE
     assert w.balance(w.isin, a).locked == 10 and w.balance(CURRENCY, b).free == 1_000
     w.must(w.regulator, "market", "halt_trading", isin=w.isin, reason="halt")
-    assert _propose(w, a, c).reason == Reason.INVALID_STATE
+    assert _propose(w, a, c).reason == Reason.TRADING_HALTED
     w.must(w.agent, "cash", "mint", currency=CURRENCY, to=b, amount=10_000, deposit_ref="top up")
-    assert w.call(b, "negotiated", "accept", proposal_id=pid).reason == Reason.INVALID_STATE  # halted
+    assert w.call(b, "negotiated", "accept", proposal_id=pid).reason == Reason.TRADING_HALTED
     w.must(w.regulator, "market", "resume_trading", isin=w.isin, reason="resumed")
     assert w.call(b, "negotiated", "accept", proposal_id=pid).ok
 
