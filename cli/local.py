@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -58,9 +59,15 @@ def run_node(config_path: Path) -> None:
         except NodeError as exc:
             await node.stop()
             raise CliError(str(exc)) from exc
-        await stop.wait()
+        assert node.failure is not None
+        stopping = asyncio.ensure_future(stop.wait())
+        either: set[asyncio.Future[Any]] = {stopping, node.failure}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
         logging.getLogger("keiretsu.node").info("stopping node %s", config.name)
         await node.stop()
+        if node.failure.done():
+            raise CliError(f"node {config.name} stopped: {node.failure.result()}")
 
     asyncio.run(main())
 

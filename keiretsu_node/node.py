@@ -18,6 +18,7 @@ from typing import Any
 import plyvel
 from aiohttp import web
 
+from consensus.driver import DriverStopped
 from consensus.log import LogInvariantError
 from contracts.base import BlockContext, Context
 from contracts.registry import default_registry
@@ -135,6 +136,9 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._last_leader = ""
+        # Resolved (with the reason) if consensus stops under a running node, e.g. a write failed
+        # on a full disk: the process must then exit rather than limp on serving a frozen ledger.
+        self.failure: asyncio.Future[str] | None = None
         self.transport.register(TX_CHANNEL, self._on_forwarded)
 
     # ------------------------------------------------------------ assembly checks
@@ -164,10 +168,11 @@ class Node:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        self.failure = asyncio.get_running_loop().create_future()
         await self.transport.start()
         try:
             await self.consensus.start()
-        except LogInvariantError as exc:
+        except (LogInvariantError, RuntimeError) as exc:  # the driver refuses a log it cannot resume
             raise NodeError(f"the raft log in {self.config.data_dir} does not agree with the ledger beside it ({exc}); "
                             "restore this node's data directory or resync it from the cluster") from exc
         self._runner = web.AppRunner(api.make_app(self), access_log=None, keepalive_timeout=API_IDLE_TIMEOUT_S)
@@ -188,6 +193,8 @@ class Node:
             try:
                 await task
             except asyncio.CancelledError:
+                pass
+            except DriverStopped:  # a loop that died with consensus; node.failure already says why
                 pass
         self._tasks.clear()
         self.events.close_all()
@@ -527,9 +534,22 @@ class Node:
             return False, f"{lag} committed entries not yet applied"
         return True, "caught up"
 
+    def _consensus_failed(self) -> bool:
+        """True once the raft loop has stopped by itself (the driver logged why, CRITICAL)."""
+        try:
+            self.consensus.driver.status()
+        except DriverStopped:
+            if self.failure is not None and not self.failure.done():
+                self.failure.set_result("consensus stopped (the CRITICAL line above says why, e.g. a full "
+                                        "disk); the node exits rather than serve a ledger that no longer advances")
+            return True
+        return False
+
     async def _housekeeping_loop(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            if self._consensus_failed():
+                return
             now = _now_ms()
             leader = self.consensus.leader()
             if leader != self._last_leader:

@@ -19,13 +19,15 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from keiretsu_node.client import KeyPair, build, call
+from keiretsu_node.client import ApiError, Client, KeyPair, build, call
+from keiretsu_node.config import load_node
 from tests.cluster import REPO, LocalCluster
 
 START_TIMEOUT_S = 30  # bounds the wait for "started" or an exit; either comes in about a second
 COMMITTED_TXS = 40
 FLIPPED_BYTES = 16
 POLL_S = 0.05
+TINY_FS_BYTES = 1024 * 1024  # holds the pristine data with room to spare, fills in seconds
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,7 @@ def full_disk(tmp_path: Path):
         pytest.skip("a tiny tmpfs needs root and mount")
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_FS_BYTES}", "tmpfs", str(mountpoint)],
                           capture_output=True, text=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
@@ -156,10 +158,68 @@ def test_a_full_disk_is_refused_with_one_clear_line(pristine: Path, tmp_path: Pa
     network = tmp_path / "network"
     shutil.copytree(pristine, network)
     shutil.rmtree(network / "node1" / "data")
-    (full_disk / "filler").write_bytes(b"\0" * (64 * 1024 - 4096))
+    (full_disk / "filler").write_bytes(b"\0" * (TINY_FS_BYTES - 4096))
     (network / "node1" / "data").symlink_to(full_disk)
     status, output = _start(network)
     assert status not in (None, 0), output[-2000:]
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], output
+
+
+FILLING_TXS = 5_000
+FILL_DEADLINE_S = 60  # a 1 MiB disk fills in a few seconds; this only bounds a failing run
+FILL_NAME_CHARS = 256  # the longest text an argument may hold
+
+
+def test_a_disk_that_fills_while_running_stops_the_node_with_one_clear_line(pristine: Path, tmp_path: Path,
+                                                                          full_disk: Path) -> None:
+    """Found by this test: the raft loop died on ENOSPC, the process lived on answering 500s."""
+    network = tmp_path / "network"
+    shutil.copytree(pristine, network)
+    shutil.copytree(network / "node1" / "data", full_disk / "data")
+    shutil.rmtree(network / "node1" / "data")
+    (network / "node1" / "data").symlink_to(full_disk / "data")
+    cluster_root = network / "node1"
+    log = cluster_root / "run.log"
+    config = load_node(cluster_root / "node.toml")
+    operator = KeyPair.load(network / "keys" / "operator.key")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--config",
+                                 str(cluster_root / "node.toml")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    async def fill() -> None:
+        async with Client(f"http://{config.api_host}:{config.api_port}", timeout_s=5) as c:
+            for _ in range(int(START_TIMEOUT_S / POLL_S)):
+                if await c.ready():
+                    break
+                await asyncio.sleep(POLL_S)
+            deadline = time.monotonic() + FILL_DEADLINE_S
+            for _ in range(FILLING_TXS):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    return
+                key = KeyPair.generate()
+                tx = build(config.chain_id, call("participants", "admit", address=key.address,
+                                                 name="x" * FILL_NAME_CHARS, roles=["investor"],
+                                                 kyc_hash=bytes(32)), [operator])
+                try:
+                    await c.submit(tx, wait=True, timeout_ms=2_000)
+                except ApiError:
+                    await asyncio.sleep(POLL_S)
+
+    try:
+        asyncio.run(fill())
+        try:
+            proc.wait(START_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass  # reported below: a node that outlives its disk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text(errors="replace")
+    assert "No space left on device" in output, "the disk never filled: the test proved nothing"
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped" in errors[0], f"the node outlived its full disk:\n{output[-3000:]}"
+    assert proc.returncode != 0
