@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import msgpack
@@ -60,7 +60,7 @@ class LoadError(RuntimeError):
 class BenchKey:
     """A signing key built once from a seed (KeyPair rebuilds it per signature, 2x slower)."""
 
-    __slots__ = ("signing_key", "public_key", "address")
+    __slots__ = ("address", "public_key", "signing_key")
 
     def __init__(self, seed: bytes) -> None:
         self.signing_key = nacl.signing.SigningKey(seed)
@@ -171,7 +171,7 @@ class Network:
         self._session: aiohttp.ClientSession | None = None
         self._next = 0
 
-    async def __aenter__(self) -> "Network":
+    async def __aenter__(self) -> Self:
         connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT_REQUESTS, force_close=False)
         self._session = aiohttp.ClientSession(connector=connector,
                                               timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
@@ -421,7 +421,7 @@ async def _send(net: Network, chunk: list[bytes], intended_s: float, records: li
     try:
         results = await net.submit(chunk)
         _tally(record, results)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
         record.failed = True
         record.reasons[type(exc).__name__] = record.reasons.get(type(exc).__name__, 0) + len(chunk)
     record.done_s = time.perf_counter()
@@ -633,7 +633,7 @@ def timeline(records: list[RequestRecord], started: float) -> list[dict[str, Any
         if n:
             buckets.setdefault(int(r.done_s - started), []).append((r.done_s - r.intended_s, n))
     out = []
-    for second in range(0, max(buckets, default=-1) + 1):
+    for second in range(max(buckets, default=-1) + 1):
         pairs = buckets.get(second, [])
         p50, p99 = weighted_percentiles(pairs, (0.5, 0.99))
         out.append({"t_s": second, "committed": sum(w for _, w in pairs),
@@ -693,7 +693,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             _log(f"seeding {spec['accounts']} accounts")
             seeded = await seed(spec, net, chain_id)
             _log(f"seeded in {seeded['report']['seconds']} s")
-            phases = []
+            phases: list[dict[str, Any]] = []
             for i, phase in enumerate(spec["phases"]):
                 phase = dict(phase)
                 if phase["mode"] == "open" and phase.get("rate_fraction"):
