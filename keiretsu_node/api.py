@@ -322,7 +322,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         while True:
             try:
-                event = await asyncio.wait_for(sub.queue.get(), SSE_KEEPALIVE_S)
+                async with asyncio.timeout(SSE_KEEPALIVE_S):
+                    event = await sub.queue.get()
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue

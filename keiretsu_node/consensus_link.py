@@ -77,7 +77,8 @@ class ConsensusLink:
         import asyncio
 
         try:
-            await asyncio.wait_for(self.driver.read_index(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.driver.read_index()
         except (NotLeader, Overloaded, DriverStopped, TimeoutError):
             return False
         return True

@@ -53,6 +53,8 @@ MAX_FORWARD_FRAME_BYTES = 16 * 1024 * 1024
 RECENT_DROPPED_ENTRIES = 100_000
 READY_MAX_LAG_ENTRIES = 16
 MAX_WAITERS = 100_000
+STOP_TASKS_TIMEOUT_S = 5
+API_SHUTDOWN_TIMEOUT_S = 2  # in-flight requests (a client waiting for commit) get this long
 # aiohttp's idle cut: also ends a connection that has not finished sending its request headers
 # (slow-loris) this long after it opened; body reads have their own timeout in api.py.
 API_IDLE_TIMEOUT_S = 15.0
@@ -81,6 +83,20 @@ class SubmitOutcome:
         if self.accepted:
             out["status"] = "pending"
         return out
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """True if the event was set within timeout_s.
+
+    asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+    arrives as the inner wait completes, and a loop written with it then never stops.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _now_ms() -> int:
@@ -175,7 +191,8 @@ class Node:
         except (LogInvariantError, RuntimeError) as exc:  # the driver refuses a log it cannot resume
             raise NodeError(f"the raft log in {self.config.data_dir} does not agree with the ledger beside it ({exc}); "
                             "restore this node's data directory or resync it from the cluster") from exc
-        self._runner = web.AppRunner(api.make_app(self), access_log=None, keepalive_timeout=API_IDLE_TIMEOUT_S)
+        self._runner = web.AppRunner(api.make_app(self), access_log=None, keepalive_timeout=API_IDLE_TIMEOUT_S,
+                                     shutdown_timeout=API_SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.api_host, self.config.api_port)
         await site.start()
@@ -187,15 +204,17 @@ class Node:
                  self.store.position.height)
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._inflight]:
+        tasks = [*self._tasks, *self._inflight]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._inflight]:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except DriverStopped:  # a loop that died with consensus; node.failure already says why
-                pass
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
+            for task in stuck:  # a bug of ours; say so instead of hanging the shutdown
+                log.error("task %s did not stop within %s s", task.get_name(), STOP_TASKS_TIMEOUT_S)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    if not isinstance(task.exception(), DriverStopped):  # node.failure already says why
+                        log.error("task %s ended with %r", task.get_name(), task.exception())
         self._tasks.clear()
         self.events.close_all()
         if self._runner is not None:
@@ -282,9 +301,7 @@ class Node:
     async def _cut_loop(self) -> None:
         batching = self.config.batching
         while True:
-            try:
-                await asyncio.wait_for(self._tx_arrived.wait(), HOUSEKEEPING_INTERVAL_S)
-            except TimeoutError:
+            if not await wait_event(self._tx_arrived, HOUSEKEEPING_INTERVAL_S):
                 if not self.mempool.pending_count():
                     await self._propose_scheduled_work()
                     continue
@@ -293,10 +310,7 @@ class Node:
                 continue
             if (self.mempool.pending_count() < batching.max_txs
                     and not self.mempool.pending_bytes_at_least(batching.preferred_bytes)):
-                try:
-                    await asyncio.wait_for(self._batch_full.wait(), batching.timeout_ms / 1000)
-                except TimeoutError:
-                    pass
+                await wait_event(self._batch_full, batching.timeout_ms / 1000)
             self._batch_full.clear()
             while len(self._inflight) >= batching.max_inflight_batches:
                 self._inflight_freed.clear()
@@ -346,10 +360,7 @@ class Node:
 
     async def _forward_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._forward_wakeup.wait(), HOUSEKEEPING_INTERVAL_S)
-            except TimeoutError:
-                pass
+            await wait_event(self._forward_wakeup, HOUSEKEEPING_INTERVAL_S)
             self._forward_wakeup.clear()
             if not self.mempool.pending_count():
                 continue
@@ -436,7 +447,8 @@ class Node:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(tx_id, []).append(fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await fut
         except TimeoutError:
             return self.tx_status(tx_id)
         finally:
