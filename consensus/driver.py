@@ -96,6 +96,7 @@ class RaftStatus:
     commit_index: int
     applied_index: int
     progress: Mapping[str, PeerProgress] = field(default_factory=dict)
+    last_index: int = 0  # this node's last log index (may run ahead of commit_index)
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class RaftDriver:
             progress = {pid: PeerProgress(pr.match, pr.next, pr.state.value)
                         for pid, pr in core.prs.items()}
         return RaftStatus(core.id, core.role.value, core.term, core.lead, core.log.committed,
-                          self.app.applied_index(), progress)
+                          self.app.applied_index(), progress, core.log.last_index())
 
     def _require_core(self) -> Raft:
         if self._core is None or not self._running:
