@@ -28,6 +28,8 @@ CLIENT_TIMEOUT_S = 6.0
 MAX_OPS_PER_TASK = 5_000
 RETRY_PAUSE_S = 0.3
 SETUP_WAIT_MS = 20_000
+PER_CENT = 100
+EXPIRED_PER_CENT = 3
 
 
 class Outcome(enum.Enum):
@@ -153,7 +155,11 @@ async def trade(cluster: LocalCluster, market: Market, history: History, seed: i
             if time.monotonic() >= deadline:
                 return
             kind, the_call, signers = _next_call(rng, market, f"t{task}-{serial}")
-            tx = build(market.chain_id, the_call, signers)
+            if rng.randrange(PER_CENT) < EXPIRED_PER_CENT:
+                # Already expired: every node must refuse it, so "refused but applied" is tested live.
+                kind, tx = f"expired_{kind}", build(market.chain_id, the_call, signers, expires_at_ms=1, now_ms=0)
+            else:
+                tx = build(market.chain_id, the_call, signers)
             tx_id = tx.tx_id.hex()
             history.ops[kind] += 1
             node = rng.choice(names)
