@@ -6,6 +6,7 @@ questions the node asks (am I leader, who leads, propose this batch).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from p2p.transport import Transport
 log = logging.getLogger("keiretsu.node")
 RAFT_LOG_DIR = "raft"
 SNAPSHOT_SPOOL_DIR = "snapshot-spool"
+PROPOSE_TIMEOUT_S = 10
 
 
 class ConsensusLink:
@@ -44,8 +46,6 @@ class ConsensusLink:
         self._started = False
 
     async def start(self) -> None:
-        import asyncio
-
         self.app.bind(asyncio.get_running_loop())
         await self.driver.start()
         self._started = True
@@ -64,18 +64,20 @@ class ConsensusLink:
         return self.driver.status().leader_id
 
     async def propose(self, data: bytes) -> int | None:
-        """The index at which the batch committed (and was applied here), or None if it was not."""
+        """The index at which the batch committed (and was applied here), or None if it was not
+        known to commit within PROPOSE_TIMEOUT_S (after a change of leader, an entry whose index
+        is never reused would otherwise keep its proposer waiting for ever). None is safe to
+        retry: a batch that did commit after all has its transactions dropped as duplicates."""
         try:
-            return await self.driver.propose(data)
-        except (NotLeader, ProposalLost, Overloaded, DriverStopped) as exc:
-            log.info("proposal not committed: %s", exc)
+            async with asyncio.timeout(PROPOSE_TIMEOUT_S):
+                return await self.driver.propose(data)
+        except (NotLeader, ProposalLost, Overloaded, DriverStopped, TimeoutError) as exc:
+            log.info("proposal not committed: %r", exc)
             return None
 
     async def read_barrier(self, timeout_s: float) -> bool:
         """Raft's read index: True once this node has applied every commit acknowledged before
         the call (a linearizable read may then be served from local state)."""
-        import asyncio
-
         try:
             async with asyncio.timeout(timeout_s):
                 await self.driver.read_index()
