@@ -178,7 +178,7 @@ def run_market_bench(orders: int = DEFAULT_ORDERS, resting: int = DEFAULT_RESTIN
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m contracts.market_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="keiretsu bench market", description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=DEFAULT_ORDERS)
     parser.add_argument("--resting", type=int, default=DEFAULT_RESTING)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
