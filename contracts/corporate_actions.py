@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from contracts import balances, cash, entitlements, market, negotiated, participants, schedule, securities
+from contracts import (
+    balances,
+    cash,
+    compliance,
+    entitlements,
+    market,
+    negotiated,
+    participants,
+    schedule,
+    securities,
+)
 from contracts.base import AMOUNT, ASSET_ID, MAX_AMOUNT, UINT, Context, MethodTable
 from contracts.cash import CURRENCY_CODE
 from ledger.reasons import ContractError, InvariantViolation, Reason, require
@@ -133,10 +143,16 @@ def entitled_units(ctx: Context, isin: str, issuer: str) -> int:
 def _lock_issuer_cash(ctx: Context, action: Action, needed_minor: int) -> Action:
     """Bring the cash this action holds locked to `needed_minor` (INSUFFICIENT_* if short)."""
     if needed_minor > action.locked_minor:
-        balances.lock(ctx, action.currency, action.issuer, needed_minor - action.locked_minor)
+        _lock_free_cash(ctx, action.currency, action.issuer, needed_minor - action.locked_minor)
     elif needed_minor < action.locked_minor:
         balances.unlock(ctx, action.currency, action.issuer, action.locked_minor - needed_minor)
     return replace(action, locked_minor=needed_minor)
+
+
+def _lock_free_cash(ctx: Context, currency: str, issuer: str, amount: int) -> None:
+    """Lock issuer cash for a payment: frozen cash (a regulator's freeze) never funds one."""
+    compliance.check_spendable(ctx, issuer, currency, amount)
+    balances.lock(ctx, currency, issuer, amount)
 
 
 def _release_rest(ctx: Context, action: Action) -> int:
@@ -262,7 +278,10 @@ def schedule_bond_service(ctx: Context, isin: str) -> None:
 
 @METHODS.method(isin=ASSET_ID)
 def service_bond(ctx: Context, isin: str) -> None:
-    """Any active participant starts a bond's automatic service, so no issuer can withhold it."""
+    """Any active participant starts a bond's automatic service, so no issuer can withhold it.
+
+    securities.register schedules it for every bond registered since; this serves bonds
+    registered before that (ALREADY_EXISTS for the others)."""
     participants.require_active(ctx, ctx.sender)
     schedule_bond_service(ctx, isin)
 
@@ -273,7 +292,7 @@ def fund_bond(ctx: Context, isin: str, amount: int) -> None:
     instrument = _require_issuer(ctx, isin)
     if instrument.kind != "bond" or instrument.currency is None:
         raise ContractError(Reason.BAD_ARGUMENTS, f"{isin} is not a bond")
-    balances.lock(ctx, instrument.currency, instrument.issuer, amount)
+    _lock_free_cash(ctx, instrument.currency, instrument.issuer, amount)
     ctx.put(_reserve_key(isin), reserve_minor(ctx, isin) + amount)
     ctx.emit("bond_funded", isin=isin, amount=amount, reserve_minor=reserve_minor(ctx, isin))
 
@@ -283,7 +302,7 @@ def _fund_from_reserve(ctx: Context, action: Action, needed_minor: int) -> Actio
     reserve = reserve_minor(ctx, action.isin)
     from_reserve = min(reserve, needed_minor)
     if needed_minor > from_reserve:
-        balances.lock(ctx, action.currency, action.issuer, needed_minor - from_reserve)
+        _lock_free_cash(ctx, action.currency, action.issuer, needed_minor - from_reserve)
     ctx.put(_reserve_key(action.isin), reserve - from_reserve)
     return replace(action, locked_minor=needed_minor)
 
@@ -487,6 +506,8 @@ def _set_holding(ctx: Context, isin: str, account: str, old: balances.Balance | 
     elif total < old.total:
         balances.retire(ctx, isin, account, old.total - total)
     if locked:
+        # Re-locks what the holder had locked before (converted); no freeze check: these units
+        # were already spoken for, and a freeze must not undo a conversion half way.
         balances.lock(ctx, isin, account, locked)
 
 

@@ -235,6 +235,12 @@ def register(ctx: Context, name: str, kind: str, authorised_supply: int, prospec
     save_instrument(ctx, instrument)
     ctx.emit("security_registered", isin=instrument.isin, issuer=issuer, name=name, security_kind=kind,
              authorised_supply=authorised_supply)
+    if kind == BOND:
+        # A bond is serviced from its terms: nobody has to remember (or may withhold) service_bond.
+        # Imported here because corporate_actions imports this module.
+        from contracts import corporate_actions
+
+        corporate_actions.schedule_bond_service(ctx, instrument.isin)
 
 
 # ---------------------------------------------------------------- movements

@@ -142,7 +142,6 @@ def test_offering_split_and_bond_service_replay_to_identical_hashes(tmp_path: Pa
     bond = str(chain.ok("issuer", "securities", "register", name="Bd", kind="bond", face_value_minor=10_000,
                         currency="MXN", coupon_rate_bps=500, coupon_schedule_ms=dates, maturity_ms=dates[-1],
                         **register).events[0].attrs["isin"])
-    chain.ok("issuer", "corporate_actions", "service_bond", isin=bond)
     oid = int(chain.ok("issuer", "offerings", "open_offering", isin=isin, currency="MXN", price_minor=250,
                        min_units=100, max_units=1000, min_per_investor=1, max_per_investor=500,
                        opens_ms=chain.time_ms, closes_ms=chain.time_ms + 3000).events[0].attrs["offering_id"])
