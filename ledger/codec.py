@@ -110,6 +110,33 @@ def encode(value: Any) -> bytes:
         raise CodecError("integer out of range") from exc
 
 
+def encode_document(value: Any, depth: int = 0) -> bytes:
+    """The canonical bytes of a value whose arrays may hold more than MAX_CONTAINER_ITEMS items.
+
+    For documents the ledger hashes but never decodes with `decode` (a genesis naming more
+    participants than one decoded array may hold); equal to encode(value) whenever that succeeds.
+    Maps stay bounded: they are records and arguments, never lists of members.
+    """
+    kind = type(value)
+    if kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nested too deeply")
+        return _PACKER.pack_array_header(len(value)) + b"".join(encode_document(v, depth + 1) for v in value)
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nested too deeply")
+        if len(value) > MAX_CONTAINER_ITEMS:
+            raise CodecError("too many items")
+        if any(type(key) is not str for key in value):
+            raise CodecError("map keys must be strings")
+        parts = [_PACKER.pack_map_header(len(value))]
+        for key in sorted(value):  # sorted: canonical
+            parts.append(encode(key))
+            parts.append(encode_document(value[key], depth + 1))
+        return b"".join(parts)
+    return encode(value)
+
+
 def encode_array(encoded_items: list[bytes]) -> bytes:
     """The canonical array of items already encoded: equal to encode(list of the items)."""
     if len(encoded_items) > MAX_CONTAINER_ITEMS:
