@@ -178,9 +178,10 @@ class Context:
     def exists(self, key: bytes) -> bool:
         return self.state.get(key) is not None
 
-    def scan(self, prefix: bytes, limit: int) -> Iterator[tuple[bytes, Any]]:
-        """At most `limit` entries under prefix, in key order; bounded so no call is unbounded."""
-        for count, (key, raw) in enumerate(self.state.iter_prefix(prefix)):
+    def scan(self, prefix: bytes, limit: int, start: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
+        """At most `limit` entries under prefix (from key `start`, if given), in key order;
+        bounded so no call is unbounded."""
+        for count, (key, raw) in enumerate(self.state.iter_prefix(prefix, start)):
             if count >= limit:
                 return
             yield key, codec.decode(raw, max_bytes=MAX_STATE_VALUE_BYTES)

@@ -119,15 +119,11 @@ def next_entitled(ctx: Context, asset: str, snapshot: str, limit: int) -> list[E
 
 
 def _accounts_after(ctx: Context, prefix: bytes, cursor: str, limit: int) -> dict[str, Any]:
-    # Overlay scans have no start key: skip the paid accounts by key, without decoding them.
+    # Start the scan past the cursor, so a chunk costs O(limit), not O(accounts already paid).
     after = prefix + cursor.encode("ascii") + b"\x00" if cursor else prefix
     out: dict[str, Any] = {}
-    for key, raw in ctx.state.iter_prefix(prefix):
-        if key < after:
-            continue
-        if len(out) >= limit:
-            break
-        out[key[len(prefix):].decode("ascii")] = ctx.get(key)
+    for key, value in ctx.scan(prefix, limit, after):
+        out[key[len(prefix):].decode("ascii")] = value
     return out
 
 

@@ -302,12 +302,14 @@ def state_get(store: LedgerStore, key: bytes) -> StateEntry | None:
     return None if raw is None else StateEntry(key, raw)
 
 
-def state_scan(state: LedgerStore | StateReader, prefix: bytes, *, limit: int = 100) -> tuple[StateEntry, ...]:
-    """At most `limit` (<= MAX_SCAN_ENTRIES) committed entries under a prefix, in key order."""
+def state_scan(state: LedgerStore | StateReader, prefix: bytes, *, limit: int = 100,
+               start: bytes | None = None) -> tuple[StateEntry, ...]:
+    """At most `limit` (<= MAX_SCAN_ENTRIES) committed entries under a prefix, in key order,
+    from key `start` if given (a page after the last key seen)."""
     reader = state.state if isinstance(state, LedgerStore) else state
     limit = max(1, min(limit, MAX_SCAN_ENTRIES))
     out: list[StateEntry] = []
-    for key, raw in reader.iter_prefix(prefix):
+    for key, raw in reader.iter_prefix(prefix, start):
         if len(out) >= limit:
             break
         out.append(StateEntry(key, raw))

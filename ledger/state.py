@@ -68,8 +68,11 @@ def prefix_of(*parts: str | bytes | int) -> bytes:
 class StateReader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with prefix, in ascending key order."""
+    def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, in ascending key order.
+
+        With `start`, only keys >= start: a chunked walk resumes in O(chunk), not O(skipped).
+        """
         ...
 
 
@@ -114,19 +117,20 @@ class Overlay:
             self._sorted = sorted(self.writes)
         return self._sorted
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Merge the parent's keys with staged ones; staged values win, deletions hide.
 
         Take what you need before writing: a write during iteration is not seen by it.
         """
         keys = self._sorted_keys()
-        start = bisect.bisect_left(keys, prefix)
+        lowest = prefix if start is None or start < prefix else start
         mine = []
-        for key in keys[start:]:
+        for index in range(bisect.bisect_left(keys, lowest), len(keys)):
+            key = keys[index]
             if not key.startswith(prefix):
                 break
             mine.append((key, self.writes[key]))
-        parent = self.parent.iter_prefix(prefix)
+        parent = self.parent.iter_prefix(prefix, start)
         yield from _merge(parent, mine)
 
     def merge_into(self, target: Overlay) -> None:
@@ -168,8 +172,9 @@ class MemoryState:
     def get(self, key: bytes) -> bytes | None:
         return self.items.get(key)
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(k for k in self.items if k.startswith(prefix)):
+    def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        lowest = prefix if start is None else start
+        for key in sorted(k for k in self.items if k.startswith(prefix) and k >= lowest):
             yield key, self.items[key]
 
 
@@ -196,8 +201,8 @@ class ReadCache:
             self._values[key] = value
         return value  # type: ignore[return-value]
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self.parent.iter_prefix(prefix)
+    def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        return self.parent.iter_prefix(prefix, start)
 
     def committed(self, writes: dict[bytes, bytes | None]) -> None:
         """The store now holds these writes (None: deleted)."""

@@ -97,9 +97,17 @@ class StateOnDisk:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        with self._db.iterator(prefix=prefix) as it:
-            yield from it
+    def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        if start is None or start <= prefix:
+            with self._db.iterator(prefix=prefix) as it:
+                yield from it
+            return
+        # plyvel takes a prefix or a start, not both: seek to start, stop where the prefix ends.
+        with self._db.iterator(start=start) as it:
+            for key, value in it:
+                if not key.startswith(prefix):
+                    return
+                yield key, value
 
 
 class LedgerStore:
