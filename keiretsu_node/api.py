@@ -50,7 +50,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ApiProblem as exc:
-        return problem(exc.status, exc.code, exc.detail, exc.headers)
+        response = problem(exc.status, exc.code, exc.detail, exc.headers)
+        if exc.status == 408:
+            response.force_close()  # a client too slow to send its body does not keep the socket
+        return response
     except web.HTTPRequestEntityTooLarge as exc:
         return problem(413, "TOO_LARGE", f"request body over the limit: {exc.text}")
     except web.HTTPException as exc:
