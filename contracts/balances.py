@@ -6,13 +6,14 @@ conservation (sum of balances == issued - retired) and non-negativity are enforc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from contracts import entitlements
 from contracts.base import MAX_AMOUNT, Context
 from ledger.reasons import ContractError, Reason, require
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 MAX_HOLDERS_SCAN = 100_000
 
@@ -30,24 +31,29 @@ class Balance:
 ZERO = Balance(0, 0)
 
 
+# Cached: every movement composes these keys several times (a C-level cache hit is cheaper).
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def balance_key(asset: str, account: str) -> bytes:
     return state_key("bal", asset, account)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def holding_key(account: str, asset: str) -> bytes:
     return state_key("holding", account, asset)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def supply_key(asset: str) -> bytes:
     return state_key("supply", asset)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def holder_count_key(asset: str) -> bytes:
     return state_key("holders", asset)
 
 
 def get(ctx: Context, asset: str, account: str) -> Balance:
-    raw = ctx.get(balance_key(asset, account))
+    raw = ctx.record(balance_key(asset, account))
     return ZERO if raw is None else Balance(raw[0], raw[1])
 
 
@@ -61,9 +67,9 @@ def holder_count(ctx: Context, asset: str) -> int:
     return ctx.get(holder_count_key(asset)) or 0
 
 
-def _set(ctx: Context, asset: str, account: str, new: Balance) -> None:
+def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance) -> None:
+    """Write `new` over `old`, the balance the caller just read (nothing was written since)."""
     require(new.free >= 0 and new.locked >= 0, f"negative balance of {asset} at {account}")
-    old = get(ctx, asset, account)
     # Record-time entitlements and conversion holds (contracts/entitlements.py, docs/LIFECYCLE.md).
     entitlements.before_change(ctx, asset, account, old.total)
     if new.total == 0:
@@ -83,7 +89,7 @@ def _set(ctx: Context, asset: str, account: str, new: Balance) -> None:
 def credit(ctx: Context, asset: str, account: str, amount: int) -> None:
     _positive(amount)
     old = get(ctx, asset, account)
-    _set(ctx, asset, account, Balance(old.free + amount, old.locked))
+    _set(ctx, asset, account, old, Balance(old.free + amount, old.locked))
 
 
 def debit(ctx: Context, asset: str, account: str, amount: int) -> None:
@@ -91,7 +97,7 @@ def debit(ctx: Context, asset: str, account: str, amount: int) -> None:
     old = get(ctx, asset, account)
     if old.free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {old.free} free {asset}, needs {amount}")
-    _set(ctx, asset, account, Balance(old.free - amount, old.locked))
+    _set(ctx, asset, account, old, Balance(old.free - amount, old.locked))
 
 
 def lock(ctx: Context, asset: str, account: str, amount: int) -> None:
@@ -99,7 +105,7 @@ def lock(ctx: Context, asset: str, account: str, amount: int) -> None:
     old = get(ctx, asset, account)
     if old.free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {old.free} free {asset}, needs {amount}")
-    _set(ctx, asset, account, Balance(old.free - amount, old.locked + amount))
+    _set(ctx, asset, account, old, Balance(old.free - amount, old.locked + amount))
 
 
 def unlock(ctx: Context, asset: str, account: str, amount: int) -> None:
@@ -107,7 +113,7 @@ def unlock(ctx: Context, asset: str, account: str, amount: int) -> None:
     old = get(ctx, asset, account)
     if old.locked < amount:
         raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{account} has {old.locked} locked {asset}")
-    _set(ctx, asset, account, Balance(old.free + amount, old.locked - amount))
+    _set(ctx, asset, account, old, Balance(old.free + amount, old.locked - amount))
 
 
 def debit_locked(ctx: Context, asset: str, account: str, amount: int) -> None:
@@ -115,12 +121,21 @@ def debit_locked(ctx: Context, asset: str, account: str, amount: int) -> None:
     old = get(ctx, asset, account)
     if old.locked < amount:
         raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{account} has {old.locked} locked {asset}")
-    _set(ctx, asset, account, Balance(old.free, old.locked - amount))
+    _set(ctx, asset, account, old, Balance(old.free, old.locked - amount))
 
 
-def move(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:
-    """Free balance from source to target (the callers check eligibility first)."""
-    debit(ctx, asset, source, amount)
+def move(ctx: Context, asset: str, source: str, target: str, amount: int, *,
+         source_balance: Balance | None = None) -> None:
+    """Free balance from source to target (the callers check eligibility first).
+
+    `source_balance`: the source's balance as the caller just read it (nothing written since),
+    so the hot path reads it once.
+    """
+    _positive(amount)
+    old = get(ctx, asset, source) if source_balance is None else source_balance
+    if old.free < amount:
+        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {old.free} free {asset}, needs {amount}")
+    _set(ctx, asset, source, old, Balance(old.free - amount, old.locked))
     credit(ctx, asset, target, amount)
 
 

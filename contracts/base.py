@@ -20,6 +20,10 @@ MAX_AMOUNT = 2**63 - 1
 MAX_TEXT_CHARS = 256
 MAX_EVENTS_PER_TX = 10_000
 MAX_STATE_VALUE_BYTES = 1024 * 1024
+# Decoded state values kept by their encoded bytes (see Context.record); cleared whole when full.
+MAX_DECODED_RECORDS = 65_536
+_NOT_DECODED = object()
+_DECODED: dict[bytes, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,26 @@ class Context:
     def get(self, key: bytes) -> Any:
         raw = self.state.get(key)
         return None if raw is None else codec.decode(raw, max_bytes=MAX_STATE_VALUE_BYTES)
+
+    def record(self, key: bytes) -> Any:
+        """Like get, for a value the caller only reads: the decoded value is shared, never mutate it.
+
+        Decoding is a pure function of the bytes, so a value kept by its encoding can never be
+        stale: a write stores other bytes, and an overlay dropped on a rollback leaves the old
+        ones. That makes the memo safe across transactions, overlays and rollbacks alike, and
+        spares the hot path (a transfer reads the same participant and balance records several
+        times) the codec's canonical-form check on every read.
+        """
+        raw = self.state.get(key)
+        if raw is None:
+            return None
+        value = _DECODED.get(raw, _NOT_DECODED)
+        if value is _NOT_DECODED:
+            value = codec.decode(raw, max_bytes=MAX_STATE_VALUE_BYTES)
+            if len(_DECODED) >= MAX_DECODED_RECORDS:
+                _DECODED.clear()
+            _DECODED[raw] = value
+        return value
 
     def put(self, key: bytes, value: Any) -> None:
         self.state.put(key, codec.encode(value))

@@ -35,7 +35,7 @@ def currency_key(code: str) -> bytes:
 
 
 def get_currency(ctx: Context, code: str) -> Currency | None:
-    raw = ctx.get(currency_key(code))
+    raw = ctx.record(currency_key(code))
     return None if raw is None else Currency(code, raw["decimals"], raw["agent"])
 
 
@@ -97,31 +97,37 @@ def burn(ctx: Context, currency: str, amount: int, withdrawal_ref: str) -> None:
 def check_transfer(ctx: Context, currency: str, source: str, target: str, amount: int, *,
                    from_locked: bool = False) -> None:
     """Every rule of a cash payment, in the documented order; moves nothing."""
+    _check_transfer(ctx, currency, source, target, amount, from_locked)
+
+
+def _check_transfer(ctx: Context, currency: str, source: str, target: str, amount: int,
+                    from_locked: bool) -> balances.Balance:
+    """check_transfer, returning the source's balance it read (for the move that follows)."""
     require_currency(ctx, currency)
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")
     if source == target:
         raise ContractError(Reason.SELF_TRANSFER, "sender and receiver are the same account")
     participants.require_eligible(ctx, source, Reason.SENDER_NOT_ELIGIBLE)
-    compliance.check_not_frozen(ctx, source, currency)
+    source_freeze = compliance.check_not_frozen(ctx, source, currency)
     participants.require_eligible(ctx, target, Reason.RECEIVER_NOT_ELIGIBLE)
     compliance.check_not_frozen(ctx, target, currency)
     if from_locked:
         held = balances.get(ctx, currency, source)
         if held.locked < amount:
             raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {currency}")
-    else:
-        compliance.check_spendable(ctx, source, currency, amount)
+        return held
+    return compliance.check_spendable(ctx, source, currency, amount, source_freeze)
 
 
 def transfer_checked(ctx: Context, currency: str, source: str, target: str, amount: int, *,
                      from_locked: bool = False) -> None:
     """check_transfer, then move (from the source's locked part if from_locked)."""
-    check_transfer(ctx, currency, source, target, amount, from_locked=from_locked)
+    held = _check_transfer(ctx, currency, source, target, amount, from_locked)
     if from_locked:
         balances.move_locked(ctx, currency, source, target, amount)
     else:
-        balances.move(ctx, currency, source, target, amount)
+        balances.move(ctx, currency, source, target, amount, source_balance=held)
 
 
 @METHODS.method(currency=CURRENCY_CODE, to=ADDRESS, amount=AMOUNT)

@@ -6,12 +6,14 @@ is in the history; cash, securities and settlement ask is_frozen/check_spendable
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from contracts import balances, participants, securities, settlement
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable
 from ledger.reasons import ContractError, Reason
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 NAME = "compliance"
 METHODS = MethodTable()
@@ -37,12 +39,35 @@ class Freeze:
     height: int
 
 
+class FreezeState(NamedTuple):
+    """What the freezes of one account mean for one asset, from one read of each freeze key."""
+
+    frozen: bool  # nothing of the asset may enter or leave the account
+    partial: int  # units of the free balance that may not leave (meaningful when not frozen)
+
+
+NOT_FROZEN = FreezeState(False, 0)
+WHOLLY_FROZEN = FreezeState(True, 0)
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def freeze_key(account: str, scope: str) -> bytes:
     return state_key("freeze", account, scope)
 
 
+def freeze_state(ctx: Context, account: str, asset: str) -> FreezeState:
+    """One lookup a transfer reuses for every freeze rule of (account, asset)."""
+    if ctx.state.get(freeze_key(account, WHOLE_ACCOUNT)) is not None:
+        return WHOLLY_FROZEN
+    raw = ctx.record(freeze_key(account, asset))
+    if raw is None:
+        return NOT_FROZEN
+    amount = raw["amount"]
+    return WHOLLY_FROZEN if amount is None else FreezeState(False, amount)
+
+
 def get_freeze(ctx: Context, account: str, asset: str | None) -> Freeze | None:
-    raw = ctx.get(freeze_key(account, asset or WHOLE_ACCOUNT))
+    raw = ctx.record(freeze_key(account, asset or WHOLE_ACCOUNT))
     if raw is None:
         return None
     return Freeze(account, asset, raw["amount"], raw["reason"], raw["by"], raw["height"])
@@ -60,10 +85,7 @@ def freezes(ctx: Context, account: str) -> list[Freeze]:
 
 def is_frozen(ctx: Context, account: str, asset: str) -> bool:
     """True if nothing of `asset` may enter or leave the account (a whole-account or whole-asset freeze)."""
-    if ctx.exists(freeze_key(account, WHOLE_ACCOUNT)):
-        return True
-    found = get_freeze(ctx, account, asset)
-    return found is not None and found.amount is None
+    return freeze_state(ctx, account, asset).frozen
 
 
 def frozen_amount(ctx: Context, account: str, asset: str) -> int:
@@ -72,9 +94,13 @@ def frozen_amount(ctx: Context, account: str, asset: str) -> int:
     return 0 if found is None or found.amount is None else found.amount
 
 
-def check_not_frozen(ctx: Context, account: str, asset: str) -> None:
-    if is_frozen(ctx, account, asset):
+def check_not_frozen(ctx: Context, account: str, asset: str) -> FreezeState:
+    """ACCOUNT_FROZEN if nothing of `asset` may move at `account`; else its freeze state, which
+    the caller may pass on to check_spendable (nothing is written in between)."""
+    state = freeze_state(ctx, account, asset)
+    if state.frozen:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"{account} is frozen for {asset}")
+    return state
 
 
 def spendable(ctx: Context, account: str, asset: str) -> int:
@@ -84,19 +110,26 @@ def spendable(ctx: Context, account: str, asset: str) -> int:
     return max(0, balances.get(ctx, asset, account).free - frozen_amount(ctx, account, asset))
 
 
-def check_spendable(ctx: Context, account: str, asset: str, amount: int) -> None:
+def check_spendable(ctx: Context, account: str, asset: str, amount: int,
+                    known: FreezeState | None = None) -> balances.Balance:
     """Refuse to spend (move or lock) more of the free balance than a freeze leaves.
 
     INSUFFICIENT_FREE_BALANCE if the free balance itself is short, ACCOUNT_FROZEN if the
     shortfall is due to a freeze. The market and offerings call this before balances.lock.
+    `known`: the freeze state check_not_frozen just returned for the same account and asset.
+    Returns the balance it read, for a caller that moves the amount next.
     """
-    check_not_frozen(ctx, account, asset)
-    free = balances.get(ctx, asset, account).free
+    state = check_not_frozen(ctx, account, asset) if known is None else known
+    if state.frozen:
+        raise ContractError(Reason.ACCOUNT_FROZEN, f"{account} is frozen for {asset}")
+    held = balances.get(ctx, asset, account)
+    free = held.free
     if free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {free} free {asset}, needs {amount}")
-    frozen = frozen_amount(ctx, account, asset)
+    frozen = state.partial
     if free - frozen < amount:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"{frozen} of the {free} free {asset} of {account} are frozen")
+    return held
 
 
 # ---------------------------------------------------------------- methods

@@ -7,12 +7,13 @@ time, and keeps transactions off an asset while a split or redemption converts i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.base import Context
 from ledger.reasons import ContractError, Reason, require
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 MAX_OPEN_SNAPSHOTS_PER_ASSET = 16
 _START = ""  # sorts before every address: nothing is paid yet
@@ -49,6 +50,7 @@ class Entitlement:
     units: int  # the account's total (free + locked) holding at the record time
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def _watch_key(asset: str) -> bytes:
     return state_key("ent", "watch", asset)
 
@@ -74,9 +76,9 @@ def _save_watch(ctx: Context, asset: str, watch: Watch) -> None:
 def before_change(ctx: Context, asset: str, account: str, old_total: int) -> None:
     """The balances hook: keep the record-time holding of an account not yet paid; refuse
     transactions on an asset being converted (they would mix old and new units)."""
-    raw = ctx.get(_watch_key(asset))
+    raw = ctx.record(_watch_key(asset))
     if raw is None:
-        return
+        return  # the common case: no open snapshot, no conversion
     if raw["held_by"] is not None and not ctx.is_system:
         raise ContractError(Reason.ASSET_PAUSED, f"{asset} is held while {raw['held_by']} converts it")
     for snapshot, cursor in raw["snapshots"].items():

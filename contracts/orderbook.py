@@ -352,7 +352,7 @@ def remove(ctx: Context, order: Order) -> None:
     if level.orders == 1:
         state.delete(key)
         if best_price(ctx, order.isin, order.currency, order.side) == order.price:
-            _move_best(ctx, order, prefix)
+            _move_best(ctx, order, prefix, key)
     else:
         _put_level(ctx, key, Level(head, tail, level.quantity - order.remaining, level.orders - 1))
     state.delete(order_key(order.order_id))
@@ -361,10 +361,14 @@ def remove(ctx: Context, order: Order) -> None:
         state.delete(expiry_key(order.expires_at_ms, order.order_id))
 
 
-def _move_best(ctx: Context, order: Order, prefix: bytes) -> None:
-    """The best level emptied: the next level in key order (its key is already deleted) is best."""
+def _move_best(ctx: Context, order: Order, prefix: bytes, emptied: bytes) -> None:
+    """The best level emptied: the next level in key order (its key is already deleted) is best.
+
+    The scan starts at the emptied level's key: no level sorts before the best one, so this
+    finds the same level without walking the levels this block already emptied.
+    """
     key = best_key(order.isin, order.currency, order.side)
-    for level_at, _ in ctx.state.iter_prefix(prefix):
+    for level_at, _ in ctx.state.iter_prefix(prefix, emptied):
         ctx.state.put(key, msgpack.packb(price_of_level_key(level_at, prefix, order.side)))
         return
     ctx.state.delete(key)

@@ -7,6 +7,7 @@ and (with a regulator's co-signature) re-binds a participant's account to a new 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from contracts.base import (
 from ledger import auth
 from ledger.keys import address_of, is_address
 from ledger.reasons import ContractError, Reason
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 NAME = "participants"
 METHODS = MethodTable()
@@ -70,6 +71,7 @@ class Participant:
         }
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def participant_key(address: str) -> bytes:
     return state_key("part", address)
 
@@ -79,7 +81,7 @@ def operator_key(address: str) -> bytes:
 
 
 def get(ctx: Context, address: str) -> Participant | None:
-    raw = ctx.get(participant_key(address))
+    raw = ctx.record(participant_key(address))
     if raw is None:
         return None
     return Participant(address, raw["name"], tuple(raw["roles"]), raw["status"], raw["kyc_hash"], raw["qualified"])

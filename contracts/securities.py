@@ -86,9 +86,23 @@ def instrument_key(isin: str) -> bytes:
     return state_key("instr", isin)
 
 
+# Instruments by (isin, encoded record): a pure function of the bytes, so never stale (see
+# Context.record); spares rebuilding an 18-field record several times per trade.
+MAX_INSTRUMENTS_KEPT = 4_096
+_INSTRUMENTS: dict[tuple[str, bytes], Instrument] = {}
+
+
 def get_instrument(ctx: Context, isin: str) -> Instrument | None:
-    raw = ctx.get(instrument_key(isin))
-    return None if raw is None else Instrument.from_state(isin, raw)
+    raw = ctx.state.get(instrument_key(isin))
+    if raw is None:
+        return None
+    found = _INSTRUMENTS.get((isin, raw))
+    if found is None:
+        found = Instrument.from_state(isin, ctx.record(instrument_key(isin)))
+        if len(_INSTRUMENTS) >= MAX_INSTRUMENTS_KEPT:
+            _INSTRUMENTS.clear()
+        _INSTRUMENTS[(isin, raw)] = found
+    return found
 
 
 def require_instrument(ctx: Context, isin: str) -> Instrument:
@@ -142,14 +156,14 @@ def check_transfer(ctx: Context, isin: str, source: str, target: str, quantity: 
     if ctx.block.time_ms < instrument.lockup_until_ms:
         raise ContractError(Reason.LOCKED_UP, f"{isin} is locked up until {instrument.lockup_until_ms}")
     participants.require_eligible(ctx, source, Reason.SENDER_NOT_ELIGIBLE)
-    compliance.check_not_frozen(ctx, source, isin)
+    source_freeze = compliance.check_not_frozen(ctx, source, isin)
     held = balances.get(ctx, isin, source)
     check_receiver(ctx, instrument, target, freed_slots=1 if held.total == quantity else 0)
     if from_locked:
         if held.locked < quantity:
             raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {isin}")
     else:
-        compliance.check_spendable(ctx, source, isin, quantity)
+        compliance.check_spendable(ctx, source, isin, quantity, source_freeze)
     return instrument
 
 

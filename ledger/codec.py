@@ -94,7 +94,10 @@ def _normal(value: Any, depth: int) -> Any:
             if type(key) is not str:
                 raise CodecError("map keys must be strings")
         ordered = sorted(keys)
-        normals = [_normal(value[key], depth + 1) for key in ordered]
+        leaves = _LEAF_TYPES
+        # Leaves are their own normal form: recurse only into containers (most values are leaves).
+        normals = [item if type(item) in leaves else _normal(item, depth + 1)
+                   for item in (value[key] for key in ordered)]
         if keys == ordered and all(normal is value[key] for key, normal in zip(ordered, normals)):
             return value
         return dict(zip(ordered, normals))

@@ -85,7 +85,11 @@ class Overlay:
     def __init__(self, parent: StateReader) -> None:
         self.parent = parent
         self.writes: dict[bytes, bytes | None] = {}
-        self._sorted: list[bytes] | None = None
+        # Staged keys in order, and those staged since it was last sorted: re-sorting a sorted
+        # list with a short unsorted tail is linear (Timsort merges the runs), where sorting the
+        # whole write set again for each scan made a block's order-book scans quadratic.
+        self._sorted: list[bytes] = []
+        self._unsorted: list[bytes] = []
         # get() is the hottest call of a block: look through the staged writes of this overlay
         # and every overlay under it in one loop, then ask the reader at the bottom once.
         if isinstance(parent, Overlay):
@@ -104,17 +108,19 @@ class Overlay:
 
     def put(self, key: bytes, value: bytes) -> None:
         if key not in self.writes:
-            self._sorted = None
+            self._unsorted.append(key)
         self.writes[key] = value
 
     def delete(self, key: bytes) -> None:
         if key not in self.writes:
-            self._sorted = None
+            self._unsorted.append(key)
         self.writes[key] = None
 
     def _sorted_keys(self) -> list[bytes]:
-        if self._sorted is None:
-            self._sorted = sorted(self.writes)
+        if self._unsorted:
+            self._sorted.extend(self._unsorted)
+            self._sorted.sort()
+            self._unsorted = []
         return self._sorted
 
     def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
