@@ -37,6 +37,14 @@ MIN_ACCOUNTS = 2
 MAX_ACCOUNTS = 1_000_000
 MAX_NODES = 15
 BENCH_CHAIN_ID = "keiretsu-bench-1"
+PROFILE_TOP_FUNCTIONS = 60
+PROFILE_PRINTED_FUNCTIONS = 25
+# Frames every stack passes through (interpreter, thread and event-loop entry): not findings.
+SCAFFOLDING_FRAMES = frozenset({
+    "<module>", "_run_module_as_main", "_run_code", "main", "run", "Runner.run", "cmd_node_start", "run_node",
+    "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop._run_once", "Handle._run",
+    "Thread._bootstrap", "Thread._bootstrap_inner", "Thread.run", "_worker", "_WorkItem.run",
+})
 CONSOLE_WIDTH = 200  # the table is wide; a narrow terminal would fold every cell
 
 
@@ -64,6 +72,7 @@ class BenchPlan:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     fsync: bool = True
+    profile_dir: Path | None = None
     work_dir: Path | None = None
     keep: bool = False
 
@@ -176,7 +185,8 @@ async def _is_ready(http: aiohttp.ClientSession, url: str) -> bool:
 
 def _loadgen_spec(plan: BenchPlan, urls: list[str], operator: KeyPair, pids: dict[str, int]) -> dict[str, Any]:
     return {"urls": urls, "label": f"run-{os.getpid()}-{time.time_ns()}", "operator_seed": operator.seed.hex(),
-            "accounts": plan.accounts, "mix": plan.mix, "pids": pids, "phases": plan.phases()}
+            "accounts": plan.accounts, "mix": plan.mix, "pids": pids, "phases": plan.phases(),
+            "profile_dir": str(plan.profile_dir.resolve()) if plan.profile_dir else None}
 
 
 def run_loadgen(spec: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -328,6 +338,25 @@ def draw_sweep_png(sweep: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def profile_summary(folder: Path, phase: dict[str, Any], top: int = PROFILE_TOP_FUNCTIONS) -> list[dict[str, Any]]:
+    """Functions by inclusive share of every node's py-spy samples in a phase, converted to
+    cluster CPU-ms per committed transaction with the phase's measured node CPU."""
+    counts: dict[str, int] = {}
+    total = 0
+    for path in sorted(folder.glob(f"{phase['name']}-*.txt")):
+        for line in path.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not stack or not n.isdigit():
+                continue
+            total += int(n)
+            for name in {frame.split(" (")[0] for frame in stack.split(";")} - SCAFFOLDING_FRAMES:
+                counts[name] = counts.get(name, 0) + int(n)
+    per_tx_ms = phase["cpu_cost"].get("nodes_cpu_ms_per_tx", 0.0)
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:top]
+    return [{"function": name, "share": round(n / total, 4), "cpu_ms_per_tx": round(per_tx_ms * n / total, 4)}
+            for name, n in ranked] if total else []
+
+
 # ---------------------------------------------------------------- sweep
 
 
@@ -404,6 +433,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for bench.json and bench.png")
     p.add_argument("--work-dir", type=Path, help="where node data goes (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep node data and logs")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="py-spy every node during each phase; raw stacks to DIR/<phase>-<node>.txt")
     return p
 
 
@@ -421,7 +452,8 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
         concurrency=args.concurrency, request_txs=args.request_txs, open_rate_tps=args.rate,
         open_s=args.open_duration, warmup_s=args.warmup,
         batching=replace(BatchingConfig(), max_txs=args.batch_max_txs, timeout_ms=args.batch_timeout_ms),
-        consensus=ConsensusConfig(), fsync=not args.no_fsync, work_dir=args.work_dir, keep=args.keep)
+        consensus=ConsensusConfig(), fsync=not args.no_fsync, profile_dir=args.profile, work_dir=args.work_dir,
+        keep=args.keep)
 
 
 def _sweep_axis(text: str) -> tuple[str, list[int]]:
@@ -453,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     result["command"] = ["keiretsu", "bench", "network", *(argv if argv is not None else sys.argv[1:])]
     print_report(result)
+    if plan.profile_dir is not None:
+        result["profiles"] = {p["name"]: profile_summary(plan.profile_dir, p) for p in result["phases"]}
+        for name, rows in result["profiles"].items():
+            print(f"  profile {name} (cluster CPU-ms per committed tx, inclusive):")
+            for row in rows[:PROFILE_PRINTED_FUNCTIONS]:
+                print(f"    {row['cpu_ms_per_tx']:8.3f}  {row['function']}")
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out / 'bench.json'}")
     _plot(draw_png, result, args.out / "bench.png")

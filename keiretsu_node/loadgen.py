@@ -13,6 +13,9 @@ import hashlib
 import json
 import os
 import random
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -48,6 +51,8 @@ SAMPLE_INTERVAL_S = 1.0
 PARALLEL_SIGN_MIN_TXS = 4_000
 SIGN_CHUNK_TXS = 2_000
 WORKLOADS = ("transfer", "dvp", "order")
+PROFILE_SAMPLES_PER_S = 50
+PROFILER_STOP_TIMEOUT_S = 30.0
 
 
 class LoadError(RuntimeError):
@@ -604,8 +609,10 @@ def _latency_ms(pairs: list[tuple[float, int]]) -> dict[str, float]:
 def summarize(records: list[RequestRecord], started: float, warmup_s: float) -> dict[str, Any]:
     """Throughput over the window after warm-up; latency of every tx sent in that window."""
     window_start = started + warmup_s
-    measured = [r for r in records if r.intended_s >= window_start]
     end = max((r.done_s for r in records), default=window_start)
+    if not any(r.intended_s >= window_start for r in records):
+        window_start, warmup_s = started, 0.0  # the phase was over before warm-up ended: count it all
+    measured = [r for r in records if r.intended_s >= window_start]
     seconds = max(end - window_start, 1e-9)
     committed = sum(r.valid + r.invalid for r in records if r.done_s >= window_start)
     totals = {k: sum(getattr(r, k) for r in records) for k in
@@ -616,6 +623,7 @@ def summarize(records: list[RequestRecord], started: float, warmup_s: float) -> 
             reasons[code] = reasons.get(code, 0) + count
     return {
         "window_s": round(seconds, 3),
+        "warmup_s_applied": warmup_s,
         "committed_tps": round(committed / seconds, 1),
         "submit_to_commit_ms": _latency_ms([(r.done_s - r.intended_s, r.valid + r.invalid) for r in measured]),
         "trade_to_settlement_ms": _latency_ms([(r.done_s - r.intended_s, r.trades) for r in measured]),
@@ -656,14 +664,18 @@ async def run_phase(net: Network, spec: dict[str, Any], phase: dict[str, Any], s
     chunks = [raws[i:i + per_request] for i in range(0, len(raws), per_request)]
     _log(f"{phase['name']}: {len(raws)} txs signed in {signing['wall_s']} s; driving ({mode})")
     height0 = (await net.status())["height"]
+    profilers = start_profilers(spec.get("profile_dir"), phase["name"], sampler.pids)
     first = sampler.snapshot()
     records: list[RequestRecord] = []
     counters = {"not_sent_overload_txs": 0}
-    if mode == "closed":
-        started = await closed_loop(net, chunks, phase["concurrency"], phase["duration_s"], records)
-    else:
-        started = await open_loop(net, chunks, phase["rate_tps"], records, counters)
-    last = sampler.snapshot()
+    try:
+        if mode == "closed":
+            started = await closed_loop(net, chunks, phase["concurrency"], phase["duration_s"], records)
+        else:
+            started = await open_loop(net, chunks, phase["rate_tps"], records, counters)
+    finally:
+        last = sampler.snapshot()
+        stop_profilers(profilers)
     height1 = (await net.status())["height"]
     summary = summarize(records, started, phase["warmup_s"])
     blocks = max(height1 - height0, 0)
@@ -676,6 +688,31 @@ async def run_phase(net: Network, spec: dict[str, Any], phase: dict[str, Any], s
             "blocks": blocks, "blocks_per_s": round(blocks / wall, 2),
             "mean_block_txs": round(committed / blocks, 1) if blocks else 0.0,
             "usage": usage, "cpu_cost": cpu_cost(usage, committed, wall), "timeline": timeline(records, started)}
+
+
+def start_profilers(folder: str | None, phase: str, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every node for the phase (sampling from outside: the node is not paused)."""
+    if not folder or not pids:
+        return []
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        raise LoadError("--profile needs py-spy (pip install py-spy)")
+    os.makedirs(folder, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--nonblocking", "--rate", str(PROFILE_SAMPLES_PER_S), "--pid", str(pid),
+                              "--format", "raw", "--output", os.path.join(folder, f"{phase}-{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGINT makes py-spy write what it sampled; each gets PROFILER_STOP_TIMEOUT_S to do so."""
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)
+    for proc in profilers:
+        try:
+            proc.wait(PROFILER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _log(text: str) -> None:

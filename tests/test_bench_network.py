@@ -67,3 +67,13 @@ def test_mix_is_parsed_and_checked() -> None:
         bench.parse_mix("swap=1")
     with pytest.raises(bench.BenchError):
         bench.parse_mix("transfer=0")
+
+
+def test_profile_summary_turns_samples_into_cpu_per_transaction(tmp_path) -> None:
+    (tmp_path / "closed-node1.txt").write_text(
+        "_worker (t.py:1);Executor.apply (e.py:2);verify (k.py:3) 30\n"
+        "_worker (t.py:1);Executor.apply (e.py:2) 10\n"
+        "BaseEventLoop._run_once (b.py:1);Node.submit (n.py:9) 60\n")
+    phase = {"name": "closed", "cpu_cost": {"nodes_cpu_ms_per_tx": 2.0}}
+    rows = {r["function"]: r["cpu_ms_per_tx"] for r in bench.profile_summary(tmp_path, phase)}
+    assert rows == {"Node.submit": 1.2, "Executor.apply": 0.8, "verify": 0.6}  # scaffolding frames left out
