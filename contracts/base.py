@@ -21,7 +21,8 @@ MAX_TEXT_CHARS = 256
 MAX_EVENTS_PER_TX = 10_000
 MAX_STATE_VALUE_BYTES = 1024 * 1024
 # Decoded state values kept by their encoded bytes (see Context.record); cleared whole when full.
-MAX_DECODED_RECORDS = 65_536
+# Sized for the records one block re-reads (a few MB), not for the whole state.
+MAX_DECODED_RECORDS = 16_384
 _NOT_DECODED = object()
 _DECODED: dict[bytes, Any] = {}
 
@@ -103,7 +104,7 @@ class Method:
 
     def check_args(self, args: dict[str, Any]) -> None:
         """BAD_ARGUMENTS naming the first wrong field; a pure function of the arguments."""
-        unknown = sorted(set(args) - set(self.params))
+        unknown = [] if args.keys() <= self.params.keys() else sorted(set(args) - set(self.params))
         if unknown:
             raise ContractError(Reason.BAD_ARGUMENTS, f"unknown argument(s) {unknown}")
         for name, arg_type in self.params.items():

@@ -82,7 +82,7 @@ def operator_key(address: str) -> bytes:
 
 # Participants by (address, encoded record): a pure function of the bytes, so never stale (see
 # Context.record). A transfer asks about the same two participants several times.
-MAX_PARTICIPANTS_KEPT = 65_536
+MAX_PARTICIPANTS_KEPT = 16_384
 _PARTICIPANTS: dict[tuple[str, bytes], Participant] = {}
 
 
