@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from cli.errors import CliError
 from keiretsu_node.client import ApiError, Client, KeyPair, build, call
 from keiretsu_node.client.calls import Call
-from cli.errors import CliError
 
 MXN_DECIMALS = 2
 
@@ -42,7 +43,8 @@ class Story:
         receipt = status["receipt"]
         if receipt["result"] != "valid":
             raise CliError(f"{what}: refused by the ledger: {receipt['reason']} {receipt['detail']}")
-        self.console.print(f"  [green]✓[/green] {what}  [dim]block {status['height']}, tx {status['tx_id'][:16]}…[/dim]")
+        where = f"block {status['height']}, tx {status['tx_id'][:16]}…"
+        self.console.print(f"  [green]✓[/green] {what}  [dim]{where}[/dim]")
         return receipt
 
 
@@ -124,7 +126,8 @@ async def _print_state(client: Client, console: Console, isin: str, currency: st
         balances = (await client.account(address))["balances"]
         cash = balances.get(currency, {"free": 0, "locked": 0})
         shares = balances.get(isin, {"free": 0, "locked": 0})
-        table.add_row(who, f"{_money(cash['free'])} / {_money(cash['locked'])}", f"{shares['free']:,} / {shares['locked']:,}")
+        table.add_row(who, f"{_money(cash['free'])} / {_money(cash['locked'])}",
+                      f"{shares['free']:,} / {shares['locked']:,}")
     console.print(table)
     cap = await client.holders(isin)
     cap_table = Table(title=f"Cap table of {isin} (outstanding {cap['outstanding']:,})")
@@ -134,7 +137,8 @@ async def _print_state(client: Client, console: Console, isin: str, currency: st
     names = {address: who for who, address in people.items()}
     for row in cap["holders"]:
         share_bp = row["total"] * 10_000 // max(cap["outstanding"], 1)
-        cap_table.add_row(names.get(row["address"], row["address"]), f"{row['total']:,}", f"{share_bp // 100}.{share_bp % 100:02d}")
+        cap_table.add_row(names.get(row["address"], row["address"]), f"{row['total']:,}",
+                          f"{share_bp // 100}.{share_bp % 100:02d}")
     console.print(cap_table)
 
 

@@ -77,7 +77,8 @@ def local_spec(nodes: int, p2p_base: int, api_base: int, chain_id: str = "keiret
     return NetworkSpec(chain_id, specs, ("operator",))
 
 
-def ensure_network(root: Path, nodes: int, p2p_base: int, api_base: int, console: Console) -> tuple[Genesis, list[Path]]:
+def ensure_network(root: Path, nodes: int, p2p_base: int, api_base: int,
+                   console: Console) -> tuple[Genesis, list[Path]]:
     network = root / NETWORK_DIR
     if (network / GENESIS_FILE).exists():
         genesis = Genesis.load(network / GENESIS_FILE)

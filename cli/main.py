@@ -29,7 +29,8 @@ def _genesis(args: argparse.Namespace) -> Any:
     try:
         return Genesis.load(path)
     except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read {path}: {exc} (run `keiretsu up` or `keiretsu network init`, or pass --network)") from exc
+        raise CliError(f"cannot read {path}: {exc} "
+                       "(run `keiretsu up` or `keiretsu network init`, or pass --network)") from exc
 
 
 def _api_urls(args: argparse.Namespace) -> list[str]:
@@ -209,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key")
     p.set_defaults(fn=cmd_keys_show)
 
-    network = sub.add_parser("network", help="bootstrap a network").add_subparsers(dest="network_command", required=True)
+    network = sub.add_parser("network", help="bootstrap a network").add_subparsers(dest="network_command",
+                                                                                   required=True)
     p = network.add_parser("init", help="node keys, certificates, genesis and node folders from a network TOML")
     p.add_argument("config", help="network TOML, like network.example.toml")
     p.add_argument("--out", required=True, help="a new, empty folder")
@@ -242,11 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", help="operator key file (default: <network>/keys/operator.key)")
     p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser("submit", help="sign and submit a call: keiretsu submit cash transfer --key k --arg currency=MXN …")
+    p = sub.add_parser("submit",
+                       help="sign and submit a call: keiretsu submit cash transfer --key k --arg currency=MXN …")
     with_network(p)
     p.add_argument("contract")
     p.add_argument("method")
-    p.add_argument("--key", action="append", required=True, help="signer key file (repeat for co-signers; first is the sender)")
+    p.add_argument("--key", action="append", required=True,
+                   help="signer key file (repeat for co-signers; first is the sender)")
     p.add_argument("--arg", action="append", default=[], help="name=value (JSON, or hex:… for bytes)")
     p.add_argument("--chain-id")
     p.add_argument("--no-wait", action="store_true")
@@ -255,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="read the ledger: account|history|tx|block|security|holders|participant|contract")
     with_network(p)
-    p.add_argument("what", choices=["account", "history", "tx", "block", "security", "holders", "participant", "contract"])
+    p.add_argument("what", choices=["account", "history", "tx", "block", "security", "holders", "participant",
+                                    "contract"])
     p.add_argument("target", help="address, tx id, height, ISIN, or contract.query for `contract`")
     p.add_argument("--arg", action="append", default=[], help="query parameter name=value (for `contract`)")
     p.add_argument("--limit", type=int, default=100)

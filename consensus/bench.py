@@ -42,14 +42,14 @@ def _keiretsu_configs(workdir: Path, plan: dict[str, Any], tick_ms: int) -> list
     ids = [f"n{i + 1}" for i in range(NODES)]
     ports = _free_ports(NODES)
     peers = []
-    for node_id, port in zip(ids, ports):
+    for node_id, port in zip(ids, ports, strict=False):
         identity = NodeIdentity.generate(node_id)
         identity.save(workdir / node_id / "identity")
         peers.append(dataclasses.asdict(identity.peer_info("127.0.0.1", port)))
     return [{"node_id": node_id, "port": port, "identity_dir": str(workdir / node_id / "identity"),
              "peers": peers, "voters": ids, "data_dir": str(workdir / node_id / "data"),
              "plan": plan, "tick_ms": tick_ms, "election_ticks": ELECTION_TICKS, "seed": i}
-            for i, (node_id, port) in enumerate(zip(ids, ports))]
+            for i, (node_id, port) in enumerate(zip(ids, ports, strict=False))]
 
 
 def _pysyncobj_configs(plan: dict[str, Any]) -> list[dict[str, Any]]:

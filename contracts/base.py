@@ -122,7 +122,8 @@ class MethodTable:
     def __init__(self) -> None:
         self.methods: dict[str, Method] = {}
 
-    def method(self, *, optional: tuple[str, ...] = (), **params: ArgType) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def method(self, *, optional: tuple[str, ...] = (),
+               **params: ArgType) -> Callable[[Callable[..., None]], Callable[..., None]]:
         def register(fn: Callable[..., None]) -> Callable[..., None]:
             name = fn.__name__.rstrip("_")
             if name in self.methods:

@@ -6,8 +6,18 @@ modules that move them.
 
 from __future__ import annotations
 
-from contracts import cash, compliance, corporate_actions, offerings, participants, queries, securities, settlement
-from contracts import market, negotiated  # the venue (docs/MARKET.md)
+from contracts import (  # the venue (docs/MARKET.md)
+    cash,
+    compliance,
+    corporate_actions,
+    market,
+    negotiated,
+    offerings,
+    participants,
+    queries,
+    securities,
+    settlement,
+)
 
 # Modules that move assets by others' rules (market, offerings, corporate actions) go after
 # settlement; queries has no methods or hooks (it serves read-only QUERIES), so its place is free.

@@ -6,9 +6,10 @@ registry's order, so every node runs scheduled work in the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from contracts.base import Context, Method, MethodTable
 from ledger.reasons import ContractError, Reason
@@ -24,7 +25,7 @@ class Contract:
     queries: dict[str, Callable[..., Any]]
 
     @classmethod
-    def from_module(cls, module: ModuleType) -> "Contract":
+    def from_module(cls, module: ModuleType) -> Contract:
         return cls(
             module.NAME,
             module.METHODS,

@@ -64,10 +64,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
 
 
-NODE_KEY: web.AppKey["Node"] = web.AppKey("node")
+NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 
 
-def _node(request: web.Request) -> "Node":
+def _node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
@@ -361,7 +361,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
 ]
 
 
-def make_app(node: "Node") -> web.Application:
+def make_app(node: Node) -> web.Application:
     app = web.Application(client_max_size=node.config.api.max_body_bytes, middlewares=[problem_middleware])
     app[NODE_KEY] = node
     for method, path, handler, _summary in ROUTES:

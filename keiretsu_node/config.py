@@ -159,7 +159,8 @@ def parse_network(raw: dict[str, Any], source: str = "network") -> NetworkSpec:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: node names must be unique")
     operators = raw.get("operators", ["operator"])
-    if not isinstance(operators, list) or not operators or not all(isinstance(o, str) and o.isidentifier() for o in operators):
+    names_ok = isinstance(operators, list) and all(isinstance(o, str) and o.isidentifier() for o in operators)
+    if not operators or not names_ok:
         raise ConfigError(f"{source}: operators must be a non-empty list of key names")
     spec = NetworkSpec(
         chain_id, tuple(nodes), tuple(operators),

@@ -11,7 +11,13 @@ import logging
 from typing import Any
 
 from consensus.driver import (
-    RAFT_CHANNEL, DriverConfig, DriverStopped, NotLeader, Overloaded, ProposalLost, RaftDriver,
+    RAFT_CHANNEL,
+    DriverConfig,
+    DriverStopped,
+    NotLeader,
+    Overloaded,
+    ProposalLost,
+    RaftDriver,
 )
 from consensus.storage import LevelDBLogStore
 from keiretsu_node.config import NodeConfig

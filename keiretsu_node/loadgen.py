@@ -141,7 +141,8 @@ def sign_job(job: SignJob) -> list[bytes]:
     return out
 
 
-def sign_all(chain_id: str, label: str, operator_seed: bytes, plans: list[TxPlan]) -> tuple[list[bytes], dict[str, float]]:
+def sign_all(chain_id: str, label: str, operator_seed: bytes,
+             plans: list[TxPlan]) -> tuple[list[bytes], dict[str, float]]:
     """Sign every plan, on all cores when there are many; returns raws and the signing cost."""
     expires = int(time.time() * 1000) + TX_LIFETIME_MS
     jobs = [SignJob(chain_id, label, operator_seed, expires, tuple(plans[i:i + SIGN_CHUNK_TXS]))
@@ -245,7 +246,7 @@ async def _submit_all(net: Network, raws: list[bytes], what: str, per_request: i
         for chunk in queue:
             for attempt in range(SEED_BUSY_RETRIES):
                 results = await net.submit(chunk)
-                busy = [raw for raw, r in zip(chunk, results) if r.get("code") == "BUSY"]
+                busy = [raw for raw, r in zip(chunk, results, strict=False) if r.get("code") == "BUSY"]
                 for r in results:
                     if r.get("accepted") and r.get("status") == "pending":
                         r = await net.wait_committed(r["tx_id"], SEED_POLL_TIMEOUT_S)
@@ -285,13 +286,14 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
     roles = {AGENT: ("agent", "cash_agent"), ISSUER: ("issuer", "issuer"), TREASURY: ("treasury", "investor")}
     role_addr = {i: role_key(label, name).address for i, (name, _) in roles.items()}
     nonce = iter(range(1, 1 << 62))
-    await _run_setup(net, signed([TxPlan("participants", "admit", {"address": role_addr[i], "name": f"bench {name}",
-                                                                 "roles": [role], "kyc_hash": bytes(32)},
-                                         (OPERATOR,), next(nonce)) for i, (name, role) in roles.items()]), "admit roles")
+    admits = [TxPlan("participants", "admit", {"address": role_addr[i], "name": f"bench {name}",
+                                               "roles": [role], "kyc_hash": bytes(32)}, (OPERATOR,), next(nonce))
+              for i, (name, role) in roles.items()]
+    await _run_setup(net, signed(admits), "admit roles")
     currency = _code(label)
-    await _run_setup(net, signed([TxPlan("cash", "register_currency", {"currency": currency, "decimals": 2,
-                                                                       "agent": role_addr[AGENT]}, (OPERATOR,), next(nonce))]),
-                     "register currency")
+    register = TxPlan("cash", "register_currency", {"currency": currency, "decimals": 2, "agent": role_addr[AGENT]},
+                      (OPERATOR,), next(nonce))
+    await _run_setup(net, signed([register]), "register currency")
     reg = await _run_setup(net, signed([TxPlan("securities", "register", {
         "name": f"Bench SME {label}", "kind": "equity", "authorised_supply": SHARES_EACH * (n + 1),
         "prospectus_hash": bytes(32), "prospectus_uri": "https://example.org/bench"}, (ISSUER,), next(nonce))]),

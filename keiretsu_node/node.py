@@ -32,14 +32,14 @@ from keiretsu_node.mempool import REFORWARD_AFTER_MS, REPROPOSE_AFTER_MS, Mempoo
 from keiretsu_node.metrics import NodeMetrics
 from ledger import codec
 from ledger.batch import Batch
+from ledger.block import Receipt
 from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
 from ledger.genesis import Genesis
+from ledger.keys import is_address
 from ledger.merkle import merkle_proof
 from ledger.reasons import Reason, TxRejected
 from ledger.state import Overlay
 from ledger.store import LedgerStore, StoreError
-from ledger.block import Receipt
-from ledger.keys import is_address
 from ledger.tx import SignedTx, decode_signed
 from p2p.identity import NodeIdentity, PeerInfo
 from p2p.transport import Transport

@@ -132,7 +132,8 @@ class Block:
         )
 
 
-def results_root(receipts: tuple[Receipt, ...] | list[Receipt], system_events: list[Event] | tuple[Event, ...]) -> bytes:
+def results_root(receipts: tuple[Receipt, ...] | list[Receipt],
+                 system_events: list[Event] | tuple[Event, ...]) -> bytes:
     leaves = [r.encoded for r in receipts]
     leaves.append(codec.encode([e.to_wire() for e in system_events]))
     return merkle_root(leaves)

@@ -98,9 +98,9 @@ def _normal(value: Any, depth: int) -> Any:
         # Leaves are their own normal form: recurse only into containers (most values are leaves).
         normals = [item if type(item) in leaves else _normal(item, depth + 1)
                    for item in (value[key] for key in ordered)]
-        if keys == ordered and all(normal is value[key] for key, normal in zip(ordered, normals)):
+        if keys == ordered and all(normal is value[key] for key, normal in zip(ordered, normals, strict=False)):
             return value
-        return dict(zip(ordered, normals))
+        return dict(zip(ordered, normals, strict=False))
     return _canonical(value, depth)  # subclasses (StrEnum, OrderedDict) or a refused type
 
 

@@ -131,7 +131,8 @@ class LocalCluster:
                 if all(ready):
                     return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"not ready in {timeout_s}s: {[n for n, r in zip(names, ready) if not r]}")
+                    waiting = [n for n, r in zip(names, ready, strict=True) if not r]
+                    raise TimeoutError(f"not ready in {timeout_s}s: {waiting}")
                 await asyncio.sleep(0.1)
         finally:
             for c in clients.values():

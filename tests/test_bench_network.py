@@ -49,7 +49,7 @@ def test_weighted_percentiles_equal_the_nearest_rank_of_the_expanded_list(pairs)
     if not expanded:
         assert got == [0.0, 0.0, 0.0]
         return
-    for q, value in zip(("0.5", "0.99", "1"), got):
+    for q, value in zip(("0.5", "0.99", "1"), got, strict=False):
         rank = max(1, math.ceil(Fraction(q) * len(expanded)))
         assert value == expanded[rank - 1]
 
@@ -57,7 +57,7 @@ def test_weighted_percentiles_equal_the_nearest_rank_of_the_expanded_list(pairs)
 def test_order_flow_is_planned_as_crossing_pairs_of_distinct_accounts() -> None:
     plans = plan_load({"order": 1}, 10, 5, [f"a{i}" for i in range(5)], "BNC", "ISIN", random.Random(1), 0)
     assert [p.args["side"] for p in plans] == ["sell", "buy"] * 5
-    for sell, buy in zip(plans[::2], plans[1::2]):
+    for sell, buy in zip(plans[::2], plans[1::2], strict=False):
         assert sell.signers != buy.signers and sell.args["price"] == buy.args["price"]
 
 

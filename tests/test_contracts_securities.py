@@ -28,7 +28,8 @@ def test_registering_an_equity_assigns_a_valid_isin_and_records_every_field() ->
     assert isin.startswith("MX") and isin_codes.is_valid(isin)
     found = securities.get_instrument(world.view(), isin)
     assert found is not None
-    assert (found.issuer, found.kind, found.decimals, found.authorised_supply) == (addr("issuer"), "equity", 0, 1_000_000)
+    assert (found.issuer, found.kind, found.decimals, found.authorised_supply) == (
+        addr("issuer"), "equity", 0, 1_000_000)
     assert (found.max_holders, found.paused, found.prospectus_hash) == (10, False, PROSPECTUS)
     assert found.face_value_minor is None and found.coupon_schedule_ms == ()
 

@@ -249,7 +249,8 @@ def test_bond_pays_each_coupon_on_its_date_and_redeems_at_maturity() -> None:
     assert cash_of(world, names) == [1_000_000 + c for c in first]
     events = run_until_idle(world, dates[1])
     second = [coupon_due(u, 100_000, 850, dates[1] - dates[0]) for u in (3, 1)]
-    assert cash_of(world, names) == [1_000_000 + a + b + 100_000 * u for a, b, u in zip(first, second, (3, 1))]
+    expected = [1_000_000 + a + b + 100_000 * u for a, b, u in zip(first, second, (3, 1), strict=True)]
+    assert cash_of(world, names) == expected
     assert units_of(world, bond, names) == [0, 0]
     assert balances.supply(world.view(), bond) == (4, 4), "redeemed tokens are retired"
     kinds = [e.kind for e in events]

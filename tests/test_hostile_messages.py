@@ -150,7 +150,7 @@ async def test_replayed_messages_of_a_past_term_change_nothing(tmp_path: Path) -
         await wait_for(lambda: all(apps[i].applied >= last for i in rest), "the survivors apply")
         assert new.status().term > old_term
         before = {i: _snapshot(d, apps[i]) for i, d in rest.items()}
-        for frm, to, payload in captured:  # every message of the old term, to whoever is alive
+        for frm, _to, payload in captured:  # every message of the old term, to whoever is alive
             for target in rest.values():
                 target.on_message(frm, payload)
         await asyncio.sleep(0.2)  # let the drivers step what they queued

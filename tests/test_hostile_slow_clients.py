@@ -82,7 +82,8 @@ async def test_a_client_that_never_finishes_its_headers_is_cut_off(node: Node) -
 
 async def test_a_client_that_trickles_its_body_gets_a_408_and_nothing_changes(node: Node) -> None:
     before = node.status()
-    head = b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 500\r\n\r\n"
+    head = (b"POST /v1/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+            b"Content-Length: 500\r\n\r\n")
     answer = await _trickle_until_cut(node, head, b"\x00")
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]

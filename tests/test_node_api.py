@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
 import aiohttp
 import msgpack
@@ -117,8 +116,10 @@ async def test_wrong_chain_unknown_contract_and_bad_arguments(node, http) -> Non
     now = node.store.position.time_ms
     for contract, method, args, code in (("nope", "x", {}, "UNKNOWN_CONTRACT"),
                                          ("cash", "nope", {}, "UNKNOWN_METHOD"),
-                                         ("cash", "transfer", {"currency": "MXN", "to": "kx", "amount": 1}, "BAD_ARGUMENTS"),
-                                         ("cash", "transfer", {"currency": "MXN", "to": key.address, "amount": -5}, "BAD_ARGUMENTS")):
+                                         ("cash", "transfer", {"currency": "MXN", "to": "kx", "amount": 1},
+                                          "BAD_ARGUMENTS"),
+                                         ("cash", "transfer", {"currency": "MXN", "to": key.address, "amount": -5},
+                                          "BAD_ARGUMENTS")):
         body_ = TxBody(node.config.chain_id, contract, method, args, 1, now + 600_000, (key.public_key,))
         status, body, _ = await post_tx(http, node, sign(body_, [key]).raw)
         assert_problem(status, body, 400, code)
@@ -150,7 +151,8 @@ async def test_an_invalid_transaction_is_committed_as_invalid_and_moves_nothing(
 
 async def test_body_and_batch_bounds(node, http) -> None:
     big = b"\x00" * (node.config.api.max_body_bytes + 1)
-    async with http.post(f"{node.url}/v1/transactions", data=big, headers={"Content-Type": "application/msgpack"}) as resp:
+    async with http.post(f"{node.url}/v1/transactions", data=big,
+                         headers={"Content-Type": "application/msgpack"}) as resp:
         assert_problem(resp.status, await resp.json(), 413, "TOO_LARGE")
     many = [admit(node, KeyPair.generate()).raw for _ in range(node.config.api.max_batch_txs + 1)]
     async with http.post(f"{node.url}/v1/transactions/batch", data=msgpack.packb(many),

@@ -55,8 +55,9 @@ def offering_world(investors: int = 3, **rules: object) -> tuple[World, str, lis
 
 
 def open_offering(world: World, isin: str, **overrides: int) -> int:
-    args = {"isin": isin, "currency": "MXN", "price_minor": 100, "min_units": 10, "max_units": 100, "min_per_investor": 1,
-                "max_per_investor": 100, "opens_ms": world.time_ms, "closes_ms": world.time_ms + MINUTE_MS}
+    args = {"isin": isin, "currency": "MXN", "price_minor": 100, "min_units": 10, "max_units": 100,
+            "min_per_investor": 1, "max_per_investor": 100, "opens_ms": world.time_ms,
+            "closes_ms": world.time_ms + MINUTE_MS}
     args.update(overrides)
     out = world.ok("issuer", "offerings", "open_offering", **args)
     return int(out.events[0].attrs["offering_id"])

@@ -41,7 +41,7 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -71,7 +71,7 @@ class Client:
                 return body
         except aiohttp.ClientError as exc:
             raise ApiError(0, "UNREACHABLE", f"{self.base_url}: {exc}") from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ApiError(0, "TIMEOUT", f"{self.base_url}{path}: no answer in time") from exc
 
     # ---------------------------------------------------------------- transactions
@@ -92,7 +92,8 @@ class Client:
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def submit_batch(self, txs: list[SignedTx], *, wait: bool = False, timeout_ms: int = 10_000) -> list[dict[str, Any]]:
+    async def submit_batch(self, txs: list[SignedTx], *, wait: bool = False,
+                           timeout_ms: int = 10_000) -> list[dict[str, Any]]:
         params = {"wait": "true", "timeout_ms": str(timeout_ms)} if wait else {}
         body = msgpack.packb([tx.raw for tx in txs], use_bin_type=True)
         result = await self._request("POST", "/v1/transactions/batch", data=body, params=params,

@@ -81,7 +81,7 @@ async def converge(urls: dict[str, str], timeout_s: float = CONVERGE_TIMEOUT_S) 
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            statuses = dict(zip(clients, await asyncio.gather(*(_status(c) for c in clients.values()))))
+            statuses = dict(zip(clients, await asyncio.gather(*(_status(c) for c in clients.values())), strict=False))
             live = [s for s in statuses.values() if s is not None]
             # Quiet, too: an empty mempool everywhere, so no block lands while we audit.
             if (len(live) == len(clients) and len({(s["height"], s["block_hash"]) for s in live}) == 1
@@ -226,7 +226,7 @@ async def _audit_once(urls: dict[str, str], market: Market, history: History, ve
             if reference is None:
                 reference = hashes
             elif hashes != reference:
-                first = next(i for i, (x, y) in enumerate(zip(hashes, reference)) if x != y)
+                first = next(i for i, (x, y) in enumerate(zip(hashes, reference, strict=False)) if x != y)
                 verdict.divergent += 1
                 verdict.problem(f"{name} diverges from {next(iter(urls))} at height {first}")
             seen: Counter[str] = Counter()
