@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ from typing import Any
 from rich.console import Console
 
 from cli.errors import CliError
-from keiretsu_node.bootstrap import GENESIS_FILE, KEYS_DIR, NODE_CONFIG_FILE, init_network
-from keiretsu_node.client import Client
+from keiretsu_node.bootstrap import GENESIS_FILE, KEYS_DIR, init_network
 from keiretsu_node.config import ConfigError, NetworkSpec, NodeSpec, load_node
+from keiretsu_node.localnet import LocalNetworkError, NodeProcesses, network_layout
 from ledger.genesis import Genesis
 
 READY_TIMEOUT_S = 60
@@ -77,62 +74,21 @@ def local_spec(nodes: int, p2p_base: int, api_base: int, chain_id: str = "keiret
     return NetworkSpec(chain_id, specs, ("operator",))
 
 
-def ensure_network(root: Path, nodes: int, p2p_base: int, api_base: int,
-                   console: Console) -> tuple[Genesis, list[Path]]:
+def ensure_network(root: Path, nodes: int, p2p_base: int, api_base: int, console: Console) -> Path:
+    """The network folder under root: the existing one (resumed), or a new one."""
     network = root / NETWORK_DIR
     if (network / GENESIS_FILE).exists():
-        genesis = Genesis.load(network / GENESIS_FILE)
-        configs = [network / n.name / NODE_CONFIG_FILE for n in genesis.nodes]
-        if len(configs) != nodes:
-            console.print(f"[yellow]resuming the existing {len(configs)}-node network in {network} "
+        existing = len(Genesis.load(network / GENESIS_FILE).nodes)
+        if existing != nodes:
+            console.print(f"[yellow]resuming the existing {existing}-node network in {network} "
                           f"(--nodes {nodes} applies to a new folder)[/yellow]")
-        return genesis, configs
+        return network
     try:
-        made = init_network(local_spec(nodes, p2p_base, api_base), network)
+        init_network(local_spec(nodes, p2p_base, api_base), network)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
     console.print(f"created a {nodes}-node network in {network}")
-    return made.genesis, list(made.node_configs)
-
-
-def spawn(config: Path) -> subprocess.Popen[bytes]:
-    log_path = config.parent / "node.log"
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed by the OS at exit
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--config", str(config)],
-                            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=os.getcwd(), start_new_session=True)
-
-
-async def wait_ready(urls: list[str], procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    clients = [Client(u, timeout_s=2) for u in urls]
-    try:
-        while time.monotonic() < deadline:
-            for proc, url in zip(procs, urls, strict=True):
-                if proc.poll() is not None:
-                    raise CliError(f"the node at {url} exited (status {proc.returncode}); see its node.log")
-            ready = await asyncio.gather(*(c.ready() for c in clients))
-            if all(ready):
-                return
-            await asyncio.sleep(0.2)
-        raise CliError(f"the network was not ready within {timeout_s} s; see the node.log files")
-    finally:
-        for c in clients:
-            await c.close()
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for proc in procs:
-        remaining = max(0.1, deadline - time.monotonic())
-        try:
-            proc.wait(remaining)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return network
 
 
 def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds: float | None) -> None:
@@ -140,32 +96,37 @@ def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds
     from ledger.keys import KeyPair
 
     console = Console()
-    genesis, configs = ensure_network(root, nodes, p2p_base, api_base, console)
-    urls = [f"http://{n.host}:{n.api_port}" for n in genesis.nodes]
-    procs = [spawn(c) for c in configs]
+    network = ensure_network(root, nodes, p2p_base, api_base, console)
+    try:
+        genesis, configs, urls = network_layout(network)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the network in {network}: {exc}") from exc
+    processes = NodeProcesses(configs, urls)
+    processes.start_all()
     try:
         with console.status("starting nodes and electing a leader…"):
-            asyncio.run(wait_ready(urls, procs, READY_TIMEOUT_S))
-        console.print(f"[bold green]network {genesis.chain_id} is up[/bold green] — {len(procs)} nodes")
-        for node, url in zip(genesis.nodes, urls, strict=True):
-            console.print(f"  {node.name}: API {url}/v1/status  metrics {url}/metrics  "
-                          f"log {root / NETWORK_DIR / node.name / 'node.log'}")
+            asyncio.run(processes.wait_ready(timeout_s=READY_TIMEOUT_S))
+        console.print(f"[bold green]network {genesis.chain_id} is up[/bold green] — {len(configs)} nodes")
+        for name, url in urls.items():
+            console.print(f"  {name}: API {url}/v1/status  metrics {url}/metrics  log {network / name / 'node.log'}")
         if demo:
-            operator = KeyPair.load(root / NETWORK_DIR / KEYS_DIR / "operator.key")
-            asyncio.run(demo_story.play(urls[0], genesis.chain_id, operator, root / "demo-keys", console))
+            operator = KeyPair.load(network / KEYS_DIR / "operator.key")
+            first = next(iter(urls.values()))
+            asyncio.run(demo_story.play(first, genesis.chain_id, operator, root / "demo-keys", console))
         console.print("running; Ctrl-C stops every node (the next `keiretsu up` resumes from disk)")
-        _watch(procs, urls, seconds, console)
+        _watch(processes, seconds)
+    except LocalNetworkError as exc:
+        raise CliError(f"{exc}\n(see the node.log files under {network})") from exc
     except KeyboardInterrupt:
         console.print("\nstopping…")
     finally:
-        stop_all(procs)
+        processes.stop_all(STOP_GRACE_S)
     console.print("stopped")
 
 
-def _watch(procs: list[subprocess.Popen[bytes]], urls: list[str], seconds: float | None, console: Console) -> None:
+def _watch(processes: NodeProcesses, seconds: float | None) -> None:
     started = time.monotonic()
     while seconds is None or time.monotonic() - started < seconds:
-        for proc, url in zip(procs, urls, strict=True):
-            if proc.poll() is not None:
-                raise CliError(f"the node at {url} exited (status {proc.returncode}); see its node.log")
+        for name, status in processes.exited().items():
+            raise CliError(f"{name} exited (status {status}); see its node.log:\n{processes.log_tail(name, 5)}")
         time.sleep(0.5)

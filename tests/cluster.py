@@ -7,11 +7,7 @@ Shared by the node, CLI and fault-injection tests. Every process it starts it al
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +15,7 @@ from pathlib import Path
 from keiretsu_node.bootstrap import KEYS_DIR, init_network
 from keiretsu_node.client import Client
 from keiretsu_node.config import BatchingConfig, ConsensusConfig, NetworkSpec, NodeSpec
+from keiretsu_node.localnet import NodeProcesses, free_ports
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
 
@@ -26,21 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out for 127.0.0.1 (released again for the nodes to take)."""
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 @dataclass
-class LocalCluster:
+class LocalCluster(NodeProcesses):
+    """A fresh network of `size` nodes under `root`, with the waits tests need beside the processes."""
+
     root: Path
     size: int = 3
     chain_id: str = "keiretsu-test-1"
@@ -62,81 +48,8 @@ class LocalCluster:
     def names(self) -> list[str]:
         return [n.name for n in self.genesis.nodes]
 
-    def command(self, name: str) -> list[str]:
-        """The argv that runs one node; the fault suite prefixes it to enter a network namespace."""
-        return [sys.executable, "-m", "cli.main", "node", "start", "--config", str(self.configs[name])]
-
-    def start(self, name: str) -> None:
-        log = open(self.configs[name].parent / "node.log", "ab")  # noqa: SIM115 - owned by the child
-        self.procs[name] = subprocess.Popen(
-            self.command(name),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        log.close()
-
-    def start_all(self) -> None:
-        for name in self.names:
-            self.start(name)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            proc.wait(30)
-
-    def pause(self, name: str) -> None:
-        """SIGSTOP: the process keeps its sockets and memory but runs nothing, like a long GC pause."""
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGSTOP)
-
-    def resume(self, name: str) -> None:
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.configs[name].parent / "node.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
     def client(self, name: str) -> Client:
         return Client(self.urls[name], timeout_s=10)
-
-    async def wait_ready(self, names: list[str] | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
-        names = names or list(self.procs)
-        deadline = time.monotonic() + timeout_s
-        clients = {n: self.client(n) for n in names}
-        try:
-            while True:
-                for n in names:
-                    proc = self.procs.get(n)
-                    if proc is not None and proc.poll() is not None:
-                        raise RuntimeError(f"{n} exited with {proc.returncode}:\n{self.log_tail(n)}")
-                ready = await asyncio.gather(*(c.ready() for c in clients.values()))
-                if all(ready):
-                    return
-                if time.monotonic() > deadline:
-                    waiting = [n for n, r in zip(names, ready, strict=True) if not r]
-                    raise TimeoutError(f"not ready in {timeout_s}s: {waiting}")
-                await asyncio.sleep(0.1)
-        finally:
-            for c in clients.values():
-                await c.close()
 
     async def leader(self, timeout_s: float = 30) -> str:
         deadline = time.monotonic() + timeout_s
