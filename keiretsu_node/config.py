@@ -41,6 +41,10 @@ class ConsensusConfig:
     tick_ms: int = 50
     election_ticks: int = 10
     heartbeat_ticks: int = 1
+    # The Raft log is held in memory until compacted: compact once this many applied entries
+    # are kept, keeping a tail so a follower briefly behind needs no snapshot.
+    compact_after_entries: int = 1_000
+    compact_keep_entries: int = 200
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ class ConsensusLink:
                 tick_ms=config.consensus.tick_ms,
                 election_ticks=config.consensus.election_ticks,
                 heartbeat_ticks=config.consensus.heartbeat_ticks,
+                compact_after_entries=config.consensus.compact_after_entries,
+                compact_keep_entries=config.consensus.compact_keep_entries,
             ),
             self.log_store,
             transport,

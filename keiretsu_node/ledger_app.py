@@ -8,6 +8,7 @@ hands each applied block back to the node on the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from consensus.messages import Entry
 from ledger.executor import AppliedBlock, Executor
 from ledger.store import META_APPLIED, AppliedPosition, LedgerStore
 
+log = logging.getLogger("keiretsu.node")
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 MAX_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024
 LEDGER_DIR = "ledger"
@@ -146,5 +148,6 @@ class LedgerApp:
         writer.path.rename(ledger)
         shutil.rmtree(old)
         store = LedgerStore(ledger)
-        self.executor.store = store
+        self.executor.replace_store(store)
+        log.info("installed a snapshot of the ledger: raft index %d, height %d", index, store.position.height)
         self._notify(self.on_store_replaced, store)

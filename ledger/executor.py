@@ -159,6 +159,14 @@ class Executor:
         self.sync = sync
         self._reads = ReadCache(store.state)
 
+    def replace_store(self, store: LedgerStore) -> None:
+        """Continue on another store (a snapshot installed in place of this node's ledger).
+
+        The read cache goes with the old store: its values describe a state that is gone.
+        """
+        self.store = store
+        self._reads = ReadCache(store.state)
+
     # ------------------------------------------------------------ genesis
 
     def init_genesis(self) -> None:

@@ -98,3 +98,4 @@ async def test_a_process_not_in_genesis_cannot_link_to_the_cluster(cluster: Loca
     async with cluster.client("node2") as c:
         status = await c.status()
     assert {p["name"]: p["connected"] for p in status["peers"]}[node1.name] is True
+

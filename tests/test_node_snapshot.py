@@ -1,0 +1,59 @@
+"""A follower far behind gets the ledger as a snapshot: what LedgerApp streams, LedgerApp installs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts.registry import default_registry
+from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
+from ledger.executor import Executor
+from ledger.sandbox import make_sandbox
+from ledger.store import LedgerStore
+
+
+def _node_ledger(data_dir: Path, genesis) -> tuple[LedgerApp, Executor]:  # type: ignore[no-untyped-def]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    executor = Executor(LedgerStore(data_dir / LEDGER_DIR), default_registry(), genesis, sync=False)
+    executor.init_genesis()
+    replaced: list[LedgerStore] = []
+    app = LedgerApp(executor, data_dir, lambda *_: None, replaced.append)
+    return app, executor
+
+
+def test_a_snapshot_installs_the_whole_ledger_and_the_follower_goes_on_from_it(tmp_path: Path) -> None:
+    box = make_sandbox(holders=4)
+    leader, leader_exec = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, follower_exec = _node_ledger(tmp_path / "follower", box.genesis)
+    a, b = box.holders[0], box.holders[1]
+    mint = box.call(box.agent, "cash", "mint", {"currency": "MXN", "to": a.address, "amount": 10_000,
+                                                "deposit_ref": "d"}, nonce=1)
+    leader_exec.apply(box.batch([mint]), 1, 1)
+    for i in range(2, 40):  # many small blocks the follower never saw
+        pay = box.call(a, "cash", "transfer", {"currency": "MXN", "to": b.address, "amount": i}, nonce=i)
+        leader_exec.apply(box.batch([pay], time_ms=box.genesis.genesis_time_ms + i), i, 1)
+    index, term, chunks = leader.snapshot()
+    assert (index, term) == (39, 1)
+    follower.install_snapshot(index, term, iter(list(chunks)))
+    store = follower_exec.store
+    assert store.position == leader_exec.store.position
+    for h in range(store.position.height + 1):
+        assert store.block(h).hash() == leader_exec.store.block(h).hash()
+    pay = box.call(a, "cash", "transfer", {"currency": "MXN", "to": b.address, "amount": 1}, nonce=99)
+    batch = box.batch([pay], time_ms=box.genesis.genesis_time_ms + 100)
+    assert follower_exec.apply(batch, 40, 1).block.hash() == leader_exec.apply(batch, 40, 1).block.hash()
+    assert not (tmp_path / "follower" / "ledger.old").exists()
+    assert not (tmp_path / "follower" / "ledger.incoming").exists()
+
+
+def test_a_crash_between_the_two_renames_of_an_install_is_finished_at_start(tmp_path: Path) -> None:
+    box = make_sandbox(holders=1)
+    _, executor = _node_ledger(tmp_path / "src", box.genesis)
+    position = executor.store.position
+    executor.store.close()
+    data = tmp_path / "node"
+    data.mkdir()
+    (tmp_path / "src" / LEDGER_DIR).rename(data / "ledger.incoming")  # the new store, complete
+    recover_dirs(data)  # 'ledger' was already renamed away when the crash came
+    reopened = LedgerStore(data / LEDGER_DIR)
+    assert reopened.position == position
+    reopened.close()
