@@ -12,8 +12,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,10 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from keiretsu_node.bootstrap import KEYS_DIR, init_network
 from keiretsu_node.config import BatchingConfig, ConsensusConfig, NetworkSpec, NodeSpec
+from keiretsu_node.localnet import LocalNetworkError, NodeProcesses, free_ports, network_layout
 from ledger.keys import KeyPair
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,87 +94,17 @@ class BenchPlan:
 # ---------------------------------------------------------------- a local network of processes
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out on 127.0.0.1 (released again for the nodes to take)."""
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class LocalNetwork:
-    """N `keiretsu node start` processes on loopback with their data under one folder."""
-
-    def __init__(self, root: Path, plan: BenchPlan) -> None:
-        ports = free_ports(2 * plan.nodes)
-        nodes = tuple(NodeSpec(f"node{i + 1}", "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(plan.nodes))
-        spec = NetworkSpec(BENCH_CHAIN_ID, nodes, ("operator",), batching=plan.batching, consensus=plan.consensus)
-        made = init_network(spec, root)
-        self.root = root
-        self.configs = list(made.node_configs)
-        if not plan.fsync:
-            for path in self.configs:
-                path.write_text(path.read_text().replace("fsync = true", "fsync = false"))
-        self.operator = KeyPair.load(root / KEYS_DIR / "operator.key")
-        self.urls = [f"http://127.0.0.1:{n.api_port}" for n in nodes]
-        self.names = [n.name for n in nodes]
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self) -> None:
-        for name, config in zip(self.names, self.configs, strict=True):
-            with open(config.parent / "node.log", "ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "cli.main", "node", "start", "--config", str(config)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                    env={**os.environ, "PYTHONPATH": str(REPO)})
-
-    def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.procs.items()}
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL whatever has not left within STOP_TIMEOUT_S."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-    def log_tail(self, name: str, lines: int = 20) -> str:
-        path = self.configs[self.names.index(name)].parent / "node.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while True:
-                for name, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        raise BenchError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
-                ready = [await _is_ready(http, url) for url in self.urls]
-                if all(ready):
-                    return
-                if time.monotonic() > deadline:
-                    raise BenchError(f"network not ready within {timeout_s} s")
-                await asyncio.sleep(0.2)
-
-
-async def _is_ready(http: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with http.get(url + "/healthz/ready") as resp:
-            return resp.status == 200
-    except (TimeoutError, aiohttp.ClientError):
-        return False
+def local_network(root: Path, plan: BenchPlan) -> tuple[NodeProcesses, KeyPair]:
+    """A fresh network of plan.nodes on loopback under root, and its operator's key."""
+    ports = free_ports(2 * plan.nodes)
+    nodes = tuple(NodeSpec(f"node{i + 1}", "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(plan.nodes))
+    spec = NetworkSpec(BENCH_CHAIN_ID, nodes, ("operator",), batching=plan.batching, consensus=plan.consensus)
+    init_network(spec, root)
+    _, configs, urls = network_layout(root)
+    if not plan.fsync:
+        for path in configs.values():
+            path.write_text(path.read_text().replace("fsync = true", "fsync = false"))
+    return NodeProcesses(configs, urls), KeyPair.load(root / KEYS_DIR / "operator.key")
 
 
 # ---------------------------------------------------------------- one run
@@ -218,14 +145,17 @@ def run_once(plan: BenchPlan) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
         return {"network": {"nodes": len(plan.api_urls), "started_by_bench": False}, **result}
     root = Path(tempfile.mkdtemp(prefix="keiretsu-bench-", dir=plan.work_dir))
-    network = LocalNetwork(root / "network", plan)
+    network, operator = local_network(root / "network", plan)
     try:
-        network.start()
-        asyncio.run(network.wait_ready())
-        result = run_loadgen(_loadgen_spec(plan, network.urls, network.operator, network.pids()), root)
+        network.start_all()
+        try:
+            asyncio.run(network.wait_ready(timeout_s=READY_TIMEOUT_S))
+        except LocalNetworkError as exc:
+            raise BenchError(str(exc)) from exc
+        result = run_loadgen(_loadgen_spec(plan, list(network.urls.values()), operator, network.pids()), root)
         data = _du_mib(root / "network")
     finally:
-        network.stop()
+        network.stop_all(STOP_TIMEOUT_S)
         if not plan.keep:
             shutil.rmtree(root, ignore_errors=True)
     return {"network": {"nodes": plan.nodes, "started_by_bench": True, "fsync": plan.fsync,
