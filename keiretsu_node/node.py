@@ -20,7 +20,7 @@ from aiohttp import web
 
 from consensus.driver import DriverStopped
 from consensus.log import LogInvariantError
-from contracts.base import BlockContext, Context
+from contracts.base import Context
 from contracts.registry import default_registry
 from keiretsu_node import api
 from keiretsu_node.config import NodeConfig
@@ -37,8 +37,8 @@ from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
 from ledger.genesis import Genesis
 from ledger.keys import is_address
 from ledger.merkle import merkle_proof
+from ledger.query import ReadContext
 from ledger.reasons import Reason, TxRejected
-from ledger.state import Overlay
 from ledger.store import LedgerStore, StoreError
 from ledger.tx import SignedTx, decode_signed
 from p2p.identity import NodeIdentity, PeerInfo
@@ -505,10 +505,8 @@ class Node:
         return {"tx_id": tx_id.hex(), "status": "unknown"}
 
     def read_context(self) -> Context:
-        """A read-only view of committed state for queries (writes land in a throwaway overlay)."""
-        position = self.store.position
-        return Context(Overlay(self.store.state), BlockContext(self.config.chain_id, position.height,
-                                                                position.time_ms), None, ())
+        """A read-only view of committed state for queries (a write would raise: a bug of ours)."""
+        return ReadContext.over(self.store, self.config.chain_id)
 
     def status(self) -> dict[str, Any]:
         raft = self.consensus.status()

@@ -6,18 +6,16 @@ executor uses, so a query and a transaction never disagree on what a rule means.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from contracts import balances, participants
+from contracts import queries as contract_queries
 from contracts.base import Context
 from contracts.registry import Registry
 from keiretsu_node.jsonview import receipt_json, tx_json
 from ledger.block import Block
-from ledger.state import prefix_of
 from ledger.store import HISTORY_SYSTEM, HistoryEntry, LedgerStore
 
-MAX_ACCOUNT_ASSETS = 10_000
 MAX_QUERY_PARAMS = 16
 
 
@@ -31,12 +29,8 @@ class QueryError(Exception):
 
 def account(ctx: Context, address: str) -> dict[str, Any]:
     """Balances per asset (free, locked) and the participant record, if any."""
-    prefix = prefix_of("holding", address)
-    assets = [key[len(prefix):].decode("ascii") for key, _ in ctx.scan(prefix, MAX_ACCOUNT_ASSETS)]
-    held = {}
-    for asset in assets:
-        bal = balances.get(ctx, asset, address)
-        held[asset] = {"free": bal.free, "locked": bal.locked, "total": bal.total}
+    held = {b.asset: {"free": b.free, "locked": b.locked, "total": b.free + b.locked}
+            for b in contract_queries.balances_of(ctx, address)}
     found = participants.get(ctx, address)
     return {
         "address": address,
@@ -61,17 +55,9 @@ def participant(ctx: Context, address: str) -> dict[str, Any] | None:
     return None if found is None else participant_view(found)
 
 
-def security(ctx: Context, isin: str) -> Any:
-    try:
-        securities = importlib.import_module("contracts.securities")
-    except ImportError:
-        return None
-    found = securities.get_instrument(ctx, isin)
-    if found is None:
-        return None
-    issued, retired = balances.supply(ctx, isin)
-    return {"instrument": found, "outstanding": issued - retired, "issued": issued, "retired": retired,
-            "holder_count": balances.holder_count(ctx, isin)}
+def security(ctx: Context, isin: str) -> contract_queries.InstrumentView | None:
+    """An instrument with its supply and holder count (the securities contract's own view)."""
+    return contract_queries.instrument(ctx, isin)
 
 
 def holders(ctx: Context, asset: str, limit: int) -> dict[str, Any]:
