@@ -229,26 +229,19 @@ class RaftDriver:
         core = self._require_core()
         if core.role != Role.LEADER:
             raise NotLeader(core.lead)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def command() -> None:
-            try:
-                index = core.propose(data)
-            except ProposalRefused as exc:
-                fut.set_exception(NotLeader(exc.leader_hint, exc.code))
-                return
-            self._proposals[index] = (core.term, fut)
-
-        self._enqueue(command)
-        return await fut
+        return await self._proposal(core, lambda: core.propose(data))
 
     async def propose_conf_change(self, change: ConfChange) -> int:
         core = self._require_core()
+        return await self._proposal(core, lambda: core.propose_conf_change(change))
+
+    async def _proposal(self, core: Raft, append: Callable[[], int]) -> int:
+        """Run `append` (a core proposal) in the loop; resolves with its index once committed."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def command() -> None:
             try:
-                index = core.propose_conf_change(change)
+                index = append()
             except ProposalRefused as exc:
                 fut.set_exception(NotLeader(exc.leader_hint, exc.code))
                 return

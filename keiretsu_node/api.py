@@ -333,8 +333,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.write(f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n".encode())
             if event.kind in ("overflow", "closing"):
                 break
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except ConnectionResetError:
+        pass  # the subscriber went away; a cancellation (server shutdown) propagates
     finally:
         node.events.unsubscribe(sub)
     return response
