@@ -32,15 +32,13 @@ from keiretsu_node.mempool import REFORWARD_AFTER_MS, REPROPOSE_AFTER_MS, Mempoo
 from keiretsu_node.metrics import NodeMetrics
 from ledger import codec
 from ledger.batch import Batch
-from ledger.block import Receipt
 from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
 from ledger.genesis import Genesis
-from ledger.keys import is_address
 from ledger.merkle import merkle_proof
 from ledger.query import ReadContext
 from ledger.reasons import Reason, TxRejected
 from ledger.store import LedgerStore, StoreError
-from ledger.tx import SignedTx, decode_signed
+from ledger.tx import SignedTx
 from p2p.identity import NodeIdentity, PeerInfo
 from p2p.transport import Transport
 
@@ -389,11 +387,10 @@ class Node:
         done = [r.tx_id for r in block.receipts]
         receipts_out: list[tuple[frozenset[str], NodeEvent]] = []
         block_hash = block.hash().hex()
-        decoded = [_decoded(raw) for raw in block.txs]
         # Under load most receipts have neither a waiter nor a subscriber: building their JSON
         # and scanning their events for accounts was most of this callback's cost (profiled).
         publish = self.events.wants_receipts()
-        for index, (tx, receipt) in enumerate(zip(decoded, block.receipts, strict=True)):
+        for index, (receipt, subjects) in enumerate(zip(block.receipts, applied.subjects, strict=True)):
             if not publish and receipt.tx_id not in self._waiters:
                 continue
             result = receipt_json(receipt)
@@ -401,7 +398,8 @@ class Node:
                       "index": index, "block_hash": block_hash, "receipt": result}
             self._resolve(receipt.tx_id, status)
             if publish:
-                receipts_out.append((frozenset(_subjects(tx, receipt)), NodeEvent("receipt", status)))
+                # The accounts and assets the history index lists this transaction under.
+                receipts_out.append((frozenset(subjects), NodeEvent("receipt", status)))
         for drop in applied.dropped:
             if drop.tx_id is None:
                 continue
@@ -416,8 +414,8 @@ class Node:
                                        "reason": str(drop.reason), "detail": drop.detail})
         self.mempool.remove(done)
         committed: dict[tuple[str, str], int] = {}
-        for tx, receipt in zip(decoded, block.receipts, strict=True):
-            label = (tx.body.contract if tx is not None else "unknown", "valid" if receipt.valid else "invalid")
+        for tx, receipt in zip(applied.txs, block.receipts, strict=True):
+            label = (tx.body.contract, "valid" if receipt.valid else "invalid")
             committed[label] = committed.get(label, 0) + 1
         for (contract, result_label), count in committed.items():
             self.metrics.committed.labels(contract, result_label).inc(count)
@@ -613,20 +611,3 @@ def _check_chain_head(store: LedgerStore) -> None:
     if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
         raise StoreError(f"{store.path}: block {position.height} is missing or does not match the applied "
                          "position; the data directory is damaged")
-
-
-def _decoded(raw: bytes) -> SignedTx | None:
-    try:
-        return decode_signed(raw)
-    except TxRejected:
-        return None
-
-
-def _subjects(tx: SignedTx | None, receipt: Receipt) -> set[str]:
-    """Accounts a receipt concerns: its signers and every address its events name."""
-    out = set(tx.signer_addresses) if tx is not None else set()
-    for event in receipt.events:
-        for value in event.attrs.values():
-            if isinstance(value, str) and is_address(value):
-                out.add(value)
-    return out

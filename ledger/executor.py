@@ -57,6 +57,8 @@ class Dropped:
 class AppliedBlock:
     block: Block
     dropped: tuple[Dropped, ...]
+    txs: tuple[SignedTx, ...]  # the block's transactions, decoded, in block order
+    subjects: tuple[tuple[str, ...], ...]  # per transaction: what its history index lists it under
 
 
 def _array_header(count: int) -> bytes:
@@ -244,7 +246,8 @@ class Executor:
         self._index_system(index, height, system_ctx)
         new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
         self._commit(block_overlay.writes, block, index, new_position)
-        return AppliedBlock(block, tuple(drop for _, drop in dropped))
+        return AppliedBlock(block, tuple(drop for _, drop in dropped), tuple(accepted),
+                            tuple(tuple(s) for s in tx_subjects))
 
     def _commit(self, writes: dict[bytes, bytes | None], block: Block | None, index: dict[bytes, bytes],
                 position: AppliedPosition) -> None:
