@@ -160,6 +160,18 @@ class Context:
     def is_system(self) -> bool:
         return self.tx_id is None
 
+    def child(self) -> Context:
+        """A context on a staged overlay of this one: its writes and events reach this context
+        only through merge_child, so a failed attempt can be dropped whole."""
+        return Context(Overlay(self.state), self.block, self.tx_id, self.signers)
+
+    def merge_child(self, child: Context) -> None:
+        """Keep everything a child context did: state writes, events and the subjects touched."""
+        child.state.merge_into(self.state)
+        self.events.extend(child.events)
+        self.event_subjects.extend(child.event_subjects)
+        self.touched.extend(child.touched)
+
     @property
     def sender(self) -> str:
         if not self.signers:

@@ -32,7 +32,7 @@ from contracts.orderbook import (
 )
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
-from ledger.state import Overlay, prefix_of, state_key
+from ledger.state import prefix_of, state_key
 
 NAME = "market"
 METHODS = MethodTable()
@@ -239,14 +239,11 @@ def _match(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
 
 def _match_fok(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
     """Match on a child overlay and keep it only if the order filled completely."""
-    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    child = ctx.child()
     result = _match(child, spec, order)
     if result.taker.remaining > 0:
         return MatchResult(order)
-    child.state.merge_into(ctx.state)
-    ctx.events.extend(child.events)
-    ctx.event_subjects.extend(child.event_subjects)
-    ctx.touched.extend(child.touched)
+    ctx.merge_child(child)
     return result
 
 

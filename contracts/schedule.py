@@ -13,7 +13,7 @@ from typing import Any
 
 from contracts.base import Context
 from ledger.reasons import ContractError
-from ledger.state import Overlay, prefix_of, state_key
+from ledger.state import prefix_of, state_key
 
 MAX_DUE_ITEMS_PER_BLOCK = 64
 
@@ -98,13 +98,10 @@ def isolated(ctx: Context, work: Callable[[Context], None]) -> ContractError | N
     Scheduled work must not raise out of begin_block (that would roll back every other item
     of the block), so each piece of it succeeds or fails alone and the caller records why.
     """
-    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    child = ctx.child()
     try:
         work(child)
     except ContractError as exc:
         return exc
-    child.state.merge_into(ctx.state)
-    ctx.events.extend(child.events)
-    ctx.event_subjects.extend(child.event_subjects)
-    ctx.touched.extend(child.touched)
+    ctx.merge_child(child)
     return None

@@ -14,7 +14,6 @@ from typing import Any
 from contracts import cash, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable, list_of, map_of
 from ledger.reasons import ContractError, Reason
-from ledger.state import Overlay
 
 NAME = "settlement"
 METHODS = MethodTable()
@@ -56,12 +55,9 @@ def atomic(ctx: Context) -> Iterator[Context]:
     Lets a caller that catches a ContractError (a matching engine skipping one trade) go on with
     the state exactly as before the failed attempt.
     """
-    child = Context(Overlay(ctx.state), ctx.block, ctx.tx_id, ctx.signers)
+    child = ctx.child()
     yield child
-    child.state.merge_into(ctx.state)
-    ctx.events.extend(child.events)
-    ctx.event_subjects.extend(child.event_subjects)
-    ctx.touched.extend(child.touched)
+    ctx.merge_child(child)
 
 
 def _apply(ctx: Context, leg: Leg) -> None:
