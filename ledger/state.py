@@ -140,11 +140,10 @@ class Overlay:
         yield from _merge(parent, mine)
 
     def merge_into(self, target: Overlay) -> None:
-        for key, value in self.writes.items():
-            if value is None:
-                target.delete(key)
-            else:
-                target.put(key, value)
+        """target.put / target.delete of every staged write, in one pass (once per transaction)."""
+        staged = target.writes
+        target._unsorted.extend(key for key in self.writes if key not in staged)
+        staged.update(self.writes)
 
 
 def _merge(
