@@ -101,9 +101,8 @@ class Overlay:
 
     def get(self, key: bytes) -> bytes | None:
         for writes in self._layers:
-            staged = writes.get(key, _UNSTAGED)
-            if staged is not _UNSTAGED:
-                return staged  # type: ignore[return-value]
+            if key in writes:  # an operator, where writes.get(key, marker) is a method call
+                return writes[key]
         return self._bottom_get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
