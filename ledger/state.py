@@ -139,10 +139,21 @@ class Overlay:
         yield from _merge(parent, mine)
 
     def merge_into(self, target: Overlay) -> None:
-        """target.put / target.delete of every staged write, in one pass (once per transaction)."""
-        staged = target.writes
-        target._unsorted.extend(key for key in self.writes if key not in staged)
-        staged.update(self.writes)
+        """target.put / target.delete of every staged write.
+
+        Into a plain Overlay in one pass (once per transaction); a subclass may refuse writes
+        (ReadOnlyState), so it gets its own put and delete.
+        """
+        if type(target) is Overlay:
+            staged = target.writes
+            target._unsorted.extend(key for key in self.writes if key not in staged)
+            staged.update(self.writes)
+            return
+        for key, value in self.writes.items():
+            if value is None:
+                target.delete(key)
+            else:
+                target.put(key, value)
 
 
 def _merge(
