@@ -30,7 +30,6 @@ from ledger.store import (
     META_GENESIS,
     TX_INDEX_PREFIX,
     AppliedPosition,
-    HistoryEntry,
     LedgerStore,
     StoreError,
     history_keys,
@@ -242,7 +241,7 @@ class Executor:
         index: dict[bytes, bytes] = {}
         for i, (tx, subjects) in enumerate(zip(accepted, tx_subjects, strict=True)):
             index[TX_INDEX_PREFIX + tx.tx_id] = codec.encode_leaves([height, i])
-            for key in history_keys(subjects, HistoryEntry(height, HISTORY_TX, i)):
+            for key in history_keys(subjects, height, HISTORY_TX, i):
                 index[key] = b""
         self._index_system(index, height, system_ctx)
         new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
@@ -279,7 +278,7 @@ class Executor:
 
     def _index_system(self, index: dict[bytes, bytes], height: int, ctx: Context) -> None:
         for i, subjects in enumerate(ctx.event_subjects):
-            for key in history_keys(_dedupe(subjects), HistoryEntry(height, HISTORY_SYSTEM, i)):
+            for key in history_keys(_dedupe(subjects), height, HISTORY_SYSTEM, i):
                 index[key] = b""
 
     def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext,

@@ -89,9 +89,10 @@ def history_key(subject: str, entry: HistoryEntry) -> bytes:
     )
 
 
-def history_keys(subjects: list[str], entry: HistoryEntry) -> list[bytes]:
-    """history_key(subject, entry) of each subject: the entry's part is built once."""
-    suffix = entry.height.to_bytes(8, "big") + bytes([entry.kind]) + entry.index.to_bytes(4, "big")
+def history_keys(subjects: list[str], height: int, kind: int, index: int) -> list[bytes]:
+    """history_key(subject, HistoryEntry(height, kind, index)) of each subject, the entry's part
+    built once (and no HistoryEntry: the executor lists every transaction's subjects)."""
+    suffix = height.to_bytes(8, "big") + bytes([kind]) + index.to_bytes(4, "big")
     return [_history_prefix(subject) + suffix for subject in subjects]
 
 

@@ -16,6 +16,7 @@ from ledger import codec, tx
 from ledger.block import Event, Receipt
 from ledger.reasons import Reason, TxRejected
 from ledger.sandbox import seeded_key
+from ledger.store import HistoryEntry, history_key, history_keys
 
 KEYS = [seeded_key("fast-path", i) for i in range(3)]
 
@@ -164,3 +165,11 @@ def test_encode_leaves_equals_encode(items):
 def test_receipt_bytes_equal_the_general_encoding(tx_id, reason, detail, events):
     receipt = Receipt(tx_id, reason, detail, tuple(Event(kind, attrs) for kind, attrs in events))
     assert _encoded_or_error(lambda r: r.encoded, receipt) == _encoded_or_error(codec.encode, receipt.to_wire())
+
+
+@settings(max_examples=100)
+@given(st.lists(st.text(min_size=1, max_size=20), max_size=4), st.integers(0, 2**63), st.sampled_from([0, 1]),
+       st.integers(0, 2**31))
+def test_history_keys_equal_history_key_per_subject(subjects, height, kind, index):
+    entry = HistoryEntry(height, kind, index)
+    assert history_keys(subjects, height, kind, index) == [history_key(s, entry) for s in subjects]
