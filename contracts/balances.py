@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from contracts import entitlements
 from contracts.base import MAX_AMOUNT, Context
-from ledger.reasons import ContractError, Reason, require
+from ledger import codec
+from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 MAX_HOLDERS_SCAN = 100_000
 
 
-@dataclass(frozen=True)
-class Balance:
+class Balance(NamedTuple):
+    """A named tuple, not a dataclass: every transfer builds four, and a tuple is built in C."""
+
     free: int
     locked: int
 
@@ -69,18 +71,25 @@ def holder_count(ctx: Context, asset: str) -> int:
 
 def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance) -> None:
     """Write `new` over `old`, the balance the caller just read (nothing was written since)."""
-    require(new.free >= 0 and new.locked >= 0, f"negative balance of {asset} at {account}")
+    free, locked = new.free, new.locked
+    if free < 0 or locked < 0:
+        raise InvariantViolation(f"negative balance of {asset} at {account}")
+    # Totals once, not through the property: this runs twice per transfer.
+    old_total = old.free + old.locked
+    new_total = free + locked
     # Record-time entitlements and conversion holds (contracts/entitlements.py, docs/LIFECYCLE.md).
-    entitlements.before_change(ctx, asset, account, old.total)
-    if new.total == 0:
-        ctx.delete(balance_key(asset, account))
-        ctx.delete(holding_key(account, asset))
+    entitlements.before_change(ctx, asset, account, old_total)
+    state = ctx.state
+    if new_total == 0:
+        state.delete(balance_key(asset, account))
+        state.delete(holding_key(account, asset))
     else:
-        ctx.put(balance_key(asset, account), [new.free, new.locked])
-    if old.total == 0 and new.total > 0:
-        ctx.put(holding_key(account, asset), 1)
-        ctx.put(holder_count_key(asset), holder_count(ctx, asset) + 1)
-    elif old.total > 0 and new.total == 0:
+        state.put(balance_key(asset, account), codec.encode_leaves([free, locked]))
+    if old_total == 0:
+        if new_total > 0:
+            ctx.put(holding_key(account, asset), 1)
+            ctx.put(holder_count_key(asset), holder_count(ctx, asset) + 1)
+    elif new_total == 0:
         ctx.put(holder_count_key(asset), holder_count(ctx, asset) - 1)
     ctx.touch(account)
     ctx.touch(asset)
@@ -136,7 +145,8 @@ def move(ctx: Context, asset: str, source: str, target: str, amount: int, *,
     if old.free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {old.free} free {asset}, needs {amount}")
     _set(ctx, asset, source, old, Balance(old.free - amount, old.locked))
-    credit(ctx, asset, target, amount)
+    held = get(ctx, asset, target)  # credit(), without checking the amount a second time
+    _set(ctx, asset, target, held, Balance(held.free + amount, held.locked))
 
 
 def move_locked(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:

@@ -112,7 +112,7 @@ class Method:
                 if name in self.optional:
                     continue
                 raise ContractError(Reason.BAD_ARGUMENTS, f"missing argument {name!r}")
-            if not arg_type(args[name]):
+            if not arg_type.check(args[name]):  # .check, not the call wrapper: once per argument
                 raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
 
 

@@ -6,13 +6,14 @@ deposit reference and burns its own balance on withdrawal; holders transfer betw
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from contracts import balances, compliance, participants
 from contracts.base import ADDRESS, AMOUNT, TEXT, UINT, ArgType, Context, MethodTable
 from ledger.reasons import ContractError, Reason
-from ledger.state import state_key
+from ledger.state import KEY_CACHE_ENTRIES, state_key
 
 NAME = "cash"
 METHODS = MethodTable()
@@ -30,13 +31,30 @@ class Currency:
     agent: str
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def currency_key(code: str) -> bytes:
     return state_key("currency", code)
 
 
+# Currencies by (code, encoded record): a pure function of the bytes, so never stale (see
+# Context.record); every payment reads its currency.
+MAX_CURRENCIES_KEPT = 1024
+_CURRENCIES: dict[tuple[str, bytes], Currency] = {}
+
+
 def get_currency(ctx: Context, code: str) -> Currency | None:
-    raw = ctx.record(currency_key(code))
-    return None if raw is None else Currency(code, raw["decimals"], raw["agent"])
+    key = currency_key(code)
+    encoded = ctx.state.get(key)
+    if encoded is None:
+        return None
+    found = _CURRENCIES.get((code, encoded))
+    if found is None:
+        raw = ctx.record(key)
+        found = Currency(code, raw["decimals"], raw["agent"])
+        if len(_CURRENCIES) >= MAX_CURRENCIES_KEPT:
+            _CURRENCIES.clear()
+        _CURRENCIES[(code, encoded)] = found
+    return found
 
 
 def require_currency(ctx: Context, code: str) -> Currency:

@@ -139,10 +139,11 @@ def require_eligible(ctx: Context, address: str, reason: Reason) -> Participant:
     PARTICIPANT_SUSPENDED if it is suspended, whichever side it is on (the detail says which).
     """
     found = get(ctx, address)
-    side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
     if found is None:
+        side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
         raise ContractError(reason, f"{side} {address} is not an admitted participant")
-    if not found.active:
+    if found.status != ACTIVE:  # found.active, without a property call: twice per transfer
+        side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
         raise ContractError(Reason.PARTICIPANT_SUSPENDED, f"{side} {address} is suspended")
     return found
 

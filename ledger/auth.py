@@ -6,17 +6,22 @@ address to a new key; from then the old key is refused and the new key acts for 
 
 from __future__ import annotations
 
+import functools
+
 from ledger.keys import address_of
 from ledger.reasons import ContractError, Reason
-from ledger.state import StateReader, state_key
+from ledger.state import KEY_CACHE_ENTRIES, StateReader, state_key
 
 AUTH_NAMESPACE = "auth"
 
 
+# Cached: every transaction resolves its signers through both keys.
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def key_binding_key(public_key: bytes) -> bytes:
     return state_key(AUTH_NAMESPACE, "key", public_key)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def account_key_key(address: str) -> bytes:
     return state_key(AUTH_NAMESPACE, "acct", address)
 

@@ -17,7 +17,7 @@ MAX_INT = 2**64 - 1
 MIN_INT = -(2**63)
 
 # Exact types msgpack packs canonically as they are (ints are range-checked by the packer).
-_LEAF_TYPES = frozenset({type(None), bool, int, str, bytes})
+LEAF_TYPES = frozenset({type(None), bool, int, str, bytes})
 # One packer for the process: msgpack.packb builds a new one per call, which costs more than
 # packing a small record. Sharing is safe: pack() runs in C under the GIL and calls no Python
 # code (no `default` hook), and it resets its buffer after every call, even a failed one.
@@ -48,7 +48,7 @@ def _canonical(value: Any, depth: int) -> Any:
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_CONTAINER_ITEMS:
             raise CodecError("too many items")
-        leaves = _LEAF_TYPES
+        leaves = LEAF_TYPES
         return [item if type(item) in leaves else _canonical(item, depth + 1) for item in value]
     if isinstance(value, dict):
         if len(value) > MAX_CONTAINER_ITEMS:
@@ -64,10 +64,11 @@ def _normal(value: Any, depth: int) -> Any:
     """value itself if msgpack may pack it as it is, else a copy with its maps sorted.
 
     Raises CodecError for anything that can never be encoded. This is the hot path of every
-    state read and write, so it checks exact types first and copies only what must change.
+    state write and receipt, so it checks exact types first and copies only lists that must
+    change (and every map: see below).
     """
     kind = type(value)
-    if kind in _LEAF_TYPES:
+    if kind in LEAF_TYPES:
         return value
     if kind is list or kind is tuple:
         if depth >= MAX_DEPTH:
@@ -76,7 +77,7 @@ def _normal(value: Any, depth: int) -> Any:
             raise CodecError("too many items")
         copy = None
         for index, item in enumerate(value):
-            if type(item) in _LEAF_TYPES:
+            if type(item) in LEAF_TYPES:
                 continue
             normal = _normal(item, depth + 1)
             if normal is not item:
@@ -89,18 +90,20 @@ def _normal(value: Any, depth: int) -> Any:
             raise CodecError("nested too deeply")
         if len(value) > MAX_CONTAINER_ITEMS:
             raise CodecError("too many items")
-        keys = list(value)
-        for key in keys:
+        try:
+            ordered = sorted(value)
+        except TypeError:  # keys that do not compare with each other: not all strings
+            raise CodecError("map keys must be strings") from None
+        leaves = LEAF_TYPES
+        # One pass builds the sorted copy (cheaper than proving the map needs none); leaves are
+        # their own normal form, so it recurses only into containers (most values are leaves).
+        copy = {}
+        for key in ordered:
             if type(key) is not str:
                 raise CodecError("map keys must be strings")
-        ordered = sorted(keys)
-        leaves = _LEAF_TYPES
-        # Leaves are their own normal form: recurse only into containers (most values are leaves).
-        normals = [item if type(item) in leaves else _normal(item, depth + 1)
-                   for item in (value[key] for key in ordered)]
-        if keys == ordered and all(normal is value[key] for key, normal in zip(ordered, normals, strict=False)):
-            return value
-        return dict(zip(ordered, normals, strict=False))
+            item = value[key]
+            copy[key] = item if type(item) in leaves else _normal(item, depth + 1)
+        return copy
     return _canonical(value, depth)  # subclasses (StrEnum, OrderedDict) or a refused type
 
 
@@ -109,6 +112,23 @@ def encode(value: Any) -> bytes:
     value = _normal(value, 0)
     try:
         return _PACKER.pack(value)
+    except OverflowError as exc:
+        raise CodecError("integer out of range") from exc
+
+
+def encode_leaves(items: list[Any]) -> bytes:
+    """encode(items) for an array of leaves (a state-hash pair, a balance): no normal-form walk.
+
+    Any item that is not a leaf of an exact type takes the general path, so this is never wrong,
+    only faster for what the hot paths encode: two ints, two byte strings.
+    """
+    if len(items) > MAX_CONTAINER_ITEMS:
+        return encode(items)  # refuses it
+    for item in items:
+        if type(item) not in LEAF_TYPES:
+            return encode(items)
+    try:
+        return _PACKER.pack(items)
     except OverflowError as exc:
         raise CodecError("integer out of range") from exc
 
@@ -190,6 +210,34 @@ def decode(data: bytes, *, max_bytes: int) -> Any:
     if (kind is list or kind is dict) and len(data) > MAX_DEPTH:
         _check_limits(value, 0)  # fewer bytes than MAX_DEPTH cannot nest too deeply
     return value
+
+
+def unpack_unordered(data: bytes) -> Any:
+    """msgpack's value of data, for a caller that proves the canonical form itself.
+
+    A fast path for a record whose schema fixes most of its shape (decode_signed): unlike
+    `decode`, this leaves to the caller the checks that need a walk of the value, namely that
+    every map's keys are strings in increasing order and that nesting stays within MAX_DEPTH,
+    and then `encodes_to`. Extension types are refused and container sizes bounded here, in C.
+    """
+    try:
+        return msgpack.unpackb(data, ext_hook=_reject_ext, max_array_len=MAX_CONTAINER_ITEMS,
+                               max_map_len=MAX_CONTAINER_ITEMS)
+    except CodecError:
+        raise
+    except msgpack.ExtraData as exc:
+        raise CodecError("trailing bytes after the value") from exc
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CodecError(f"not valid msgpack: {exc}") from exc
+
+
+def encodes_to(value: Any, data: bytes) -> bool:
+    """Whether data is the canonical encoding of value, a value `unpack_unordered` returned whose
+    maps the caller found sorted and whose depth it bounded (the checks `decode` makes on top)."""
+    try:
+        return _PACKER.pack(value) == data and (b"\xcb" not in data or _FLOAT32_PACKER.pack(value) == data)
+    except (OverflowError, ValueError):  # a float beyond float32's range; a value nested too deeply
+        return False
 
 
 def _check_limits(container: list[Any] | dict[str, Any], depth: int) -> None:

@@ -30,10 +30,9 @@ from ledger.store import (
     META_GENESIS,
     TX_INDEX_PREFIX,
     AppliedPosition,
-    HistoryEntry,
     LedgerStore,
     StoreError,
-    history_key,
+    history_keys,
 )
 from ledger.tx import SignedTx, decode_signed
 
@@ -78,8 +77,9 @@ def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, by
     """
     digest = hashlib.sha256(STATE_HASH_DOMAIN + prev_state_hash + height.to_bytes(8, "big"))
     digest.update(_array_header(len(writes)))
+    pair = codec.encode_leaves
     for key in sorted(writes):
-        digest.update(codec.encode([key, writes[key]]))
+        digest.update(pair([key, writes[key]]))
     return digest.digest()
 
 
@@ -240,9 +240,9 @@ class Executor:
         block = Block(header, tuple(tx.raw for tx in accepted), tuple(receipts), system_events)
         index: dict[bytes, bytes] = {}
         for i, (tx, subjects) in enumerate(zip(accepted, tx_subjects, strict=True)):
-            index[TX_INDEX_PREFIX + tx.tx_id] = codec.encode([height, i])
-            for subject in subjects:
-                index[history_key(subject, HistoryEntry(height, HISTORY_TX, i))] = b""
+            index[TX_INDEX_PREFIX + tx.tx_id] = codec.encode_leaves([height, i])
+            for key in history_keys(subjects, height, HISTORY_TX, i):
+                index[key] = b""
         self._index_system(index, height, system_ctx)
         new_position = AppliedPosition(raft_index, raft_term, height, block.hash(), state_hash, bctx.time_ms)
         self._commit(block_overlay.writes, block, index, new_position)
@@ -278,8 +278,8 @@ class Executor:
 
     def _index_system(self, index: dict[bytes, bytes], height: int, ctx: Context) -> None:
         for i, subjects in enumerate(ctx.event_subjects):
-            for subject in _dedupe(subjects):
-                index[history_key(subject, HistoryEntry(height, HISTORY_SYSTEM, i))] = b""
+            for key in history_keys(_dedupe(subjects), height, HISTORY_SYSTEM, i):
+                index[key] = b""
 
     def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext,
                dropped: list[tuple[int, Dropped]]) -> Iterator[SignedTx]:
@@ -340,12 +340,17 @@ class Executor:
     def _run_tx(self, block_overlay: Overlay, bctx: BlockContext, tx: SignedTx) -> tuple[Receipt, list[str]]:
         tx_overlay = Overlay(block_overlay)
         signers: tuple[str, ...] = ()
+        body = tx.body
         try:
-            signers = tuple(resolve_signer(tx_overlay, pk) for pk in tx.body.signers)
-            method = self.registry.method(tx.body.contract, tx.body.method)
-            method.check_args(tx.body.args)
+            keys = body.signers
+            if len(keys) == 1:  # most transactions: no generator for one signer
+                signers = (resolve_signer(tx_overlay, keys[0]),)
+            else:
+                signers = tuple(resolve_signer(tx_overlay, pk) for pk in keys)
+            method = self.registry.method(body.contract, body.method)
+            method.check_args(body.args)
             ctx = Context(tx_overlay, bctx, tx.tx_id, signers)
-            method.fn(ctx, **tx.body.args)
+            method.fn(ctx, **body.args)
         except ContractError as exc:
             subjects = list(signers) or list(tx.signer_addresses)
             return Receipt(tx.tx_id, exc.reason, exc.detail, ()), _dedupe(subjects)

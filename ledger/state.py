@@ -101,9 +101,8 @@ class Overlay:
 
     def get(self, key: bytes) -> bytes | None:
         for writes in self._layers:
-            staged = writes.get(key, _UNSTAGED)
-            if staged is not _UNSTAGED:
-                return staged  # type: ignore[return-value]
+            if key in writes:  # an operator, where writes.get(key, marker) is a method call
+                return writes[key]
         return self._bottom_get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -140,6 +139,16 @@ class Overlay:
         yield from _merge(parent, mine)
 
     def merge_into(self, target: Overlay) -> None:
+        """target.put / target.delete of every staged write.
+
+        Into a plain Overlay in one pass (once per transaction); a subclass may refuse writes
+        (ReadOnlyState), so it gets its own put and delete.
+        """
+        if type(target) is Overlay:
+            staged = target.writes
+            target._unsorted.extend(key for key in self.writes if key not in staged)
+            staged.update(self.writes)
+            return
         for key, value in self.writes.items():
             if value is None:
                 target.delete(key)

@@ -6,6 +6,7 @@ write batch, so a crash leaves either all of a block or none of it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,18 @@ def history_key(subject: str, entry: HistoryEntry) -> bytes:
         + bytes([entry.kind])
         + entry.index.to_bytes(4, "big")
     )
+
+
+def history_keys(subjects: list[str], height: int, kind: int, index: int) -> list[bytes]:
+    """history_key(subject, HistoryEntry(height, kind, index)) of each subject, the entry's part
+    built once (and no HistoryEntry: the executor lists every transaction's subjects)."""
+    suffix = height.to_bytes(8, "big") + bytes([kind]) + index.to_bytes(4, "big")
+    return [_history_prefix(subject) + suffix for subject in subjects]
+
+
+# Cached: a block lists the same accounts and assets under many of its transactions.
+HISTORY_PREFIX_CACHE_ENTRIES = 65_536
+_history_prefix = functools.lru_cache(maxsize=HISTORY_PREFIX_CACHE_ENTRIES)(history_prefix)
 
 
 class StateOnDisk:

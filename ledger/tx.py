@@ -134,6 +134,71 @@ def decode_signed(raw: bytes) -> SignedTx:
 
     This checks form only, not signatures (see verify_signatures) nor the chain id.
     """
+    tx = _decode_flat(raw)
+    return tx if tx is not None else _decode_general(raw)
+
+
+def _decode_flat(raw: bytes) -> SignedTx | None:
+    """decode_signed for the common form, whose arguments are all leaves; None for any other.
+
+    Outside the arguments the schema fixes every field's type, so nothing can nest: checking
+    the fields, the arguments' keys and the re-encoding proves the canonical form without
+    codec.decode's walk of the value. Anything unusual (nested arguments, a float, an error)
+    returns None and takes the general path, which gives the same result and names the error;
+    tests/test_ledger_tx_fast.py compares the two.
+    """
+    if len(raw) > MAX_TX_BYTES:
+        return None
+    try:
+        wire = codec.unpack_unordered(raw)
+    except codec.CodecError:
+        return None
+    if type(wire) is not list or len(wire) != 2 or type(wire[0]) is not list or len(wire[0]) != 8:
+        return None
+    signatures = wire[1]
+    version, chain_id, contract, method, args, nonce, expires_at_ms, signers = wire[0]
+    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_name(chain_id, MAX_CHAIN_ID_CHARS)
+            or not _is_name(contract, MAX_NAME_CHARS) or not _is_name(method, MAX_NAME_CHARS)
+            or type(args) is not dict or not _flat_sorted(args)
+            or type(nonce) is not int or not 0 <= nonce <= MAX_NONCE
+            or type(expires_at_ms) is not int or not 0 <= expires_at_ms <= MAX_NONCE
+            or type(signers) is not list or not 0 < len(signers) <= MAX_SIGNERS
+            or type(signatures) is not list or len(signatures) != len(signers)):
+        return None
+    for pk in signers:
+        if type(pk) is not bytes or len(pk) != PUBLIC_KEY_BYTES:
+            return None
+    for sig in signatures:
+        if type(sig) is not bytes or len(sig) != SIGNATURE_BYTES:
+            return None
+    if len(set(signers)) != len(signers) or not codec.encodes_to(wire, raw):
+        return None
+    body = TxBody(chain_id, contract, method, args, nonce, expires_at_ms, tuple(signers))
+    return _signed(body, signatures, raw)
+
+
+def _flat_sorted(args: dict[Any, Any]) -> bool:
+    """Text keys in increasing order (a dict holds none twice), and only leaf values."""
+    leaves = codec.LEAF_TYPES
+    previous = ""
+    for key, value in args.items():
+        if type(key) is not str or key <= previous or type(value) not in leaves:
+            return False
+        previous = key
+    return True
+
+
+def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
+    # raw is canonical, so it is a 1-byte array header, the body's canonical bytes, then the
+    # signatures array (its header, then per signature bin8 header, length byte, 64 bytes):
+    # slicing is cheaper than re-encoding the body.
+    signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
+    body_bytes = raw[1:len(raw) - signatures_bytes]
+    return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
+
+
+def _decode_general(raw: bytes) -> SignedTx:
+    """decode_signed for any bytes: the reference path, and the one that names every error."""
     if len(raw) > MAX_TX_BYTES:
         raise TxRejected(Reason.TOO_LARGE, f"{len(raw)} bytes, limit {MAX_TX_BYTES}")
     try:
@@ -150,12 +215,7 @@ def decode_signed(raw: bytes) -> SignedTx:
         raise TxRejected(Reason.MISSING_SIGNATURE, "one signature per signer is required")
     if not all(isinstance(sig, bytes) and len(sig) == SIGNATURE_BYTES for sig in signatures):
         raise TxRejected(Reason.MALFORMED, "a signature is 64 bytes")
-    # raw is canonical, so it is a 1-byte array header, the body's canonical bytes, then the
-    # signatures array (its header, then per signature bin8 header, length byte, 64 bytes):
-    # slicing is cheaper than re-encoding the body.
-    signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
-    body_bytes = raw[1:len(raw) - signatures_bytes]
-    return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
+    return _signed(body, signatures, raw)
 
 
 def check_stateless(raw: bytes, chain_id: str) -> SignedTx:

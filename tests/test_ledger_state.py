@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.query import ReadOnlyState
+from ledger.reasons import InvariantViolation
 from ledger.state import MemoryState, Overlay, ReadCache, prefix_of, state_key
 
 KEYS = st.sampled_from([b"a", b"a\x1f1", b"a\x1f2", b"ab", b"b", b"b\x1f1", b"c"])
@@ -94,3 +96,10 @@ def test_keys_compose_sort_and_refuse_what_would_be_ambiguous():
         state_key(True)
     with pytest.raises(OverflowError):
         state_key(-1)
+
+
+def test_merging_into_a_read_only_overlay_still_refuses_the_writes():
+    child = Overlay(ReadOnlyState(MemoryState({})))
+    child.put(b"k", b"v")
+    with pytest.raises(InvariantViolation):
+        child.merge_into(child.parent)  # type: ignore[arg-type]
