@@ -33,6 +33,10 @@ TIMES_IN_FORCE = (GTC, GTT, IOC, FOK)
 RESTING_TIFS = (GTC, GTT)
 
 MAX_PRICE = MAX_AMOUNT
+# When the best level empties, the nearest prices on the book's tick grid are read one by one
+# (a point read each) before falling back to scanning for the next level: a scan costs about as
+# much as twenty point reads, and in a busy book the next level is usually a tick or two away.
+MAX_BEST_PROBES = 8
 NO_EXPIRY = 0
 NO_ORDER = 0  # order ids start at 1
 ID_BYTES = 8
@@ -328,9 +332,9 @@ def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
     return reduced
 
 
-def remove(ctx: Context, order: Order) -> None:
+def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
     """Unlink an order from its level (dropping the level, and moving the best price, if it
-    empties) and from the owner and expiry indexes."""
+    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown)."""
     state = ctx.state
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
@@ -352,7 +356,7 @@ def remove(ctx: Context, order: Order) -> None:
     if level.orders == 1:
         state.delete(key)
         if best_price(ctx, order.isin, order.currency, order.side) == order.price:
-            _move_best(ctx, order, prefix, key)
+            _move_best(ctx, order, prefix, key, tick_size)
     else:
         _put_level(ctx, key, Level(head, tail, level.quantity - order.remaining, level.orders - 1))
     state.delete(order_key(order.order_id))
@@ -361,13 +365,26 @@ def remove(ctx: Context, order: Order) -> None:
         state.delete(expiry_key(order.expires_at_ms, order.order_id))
 
 
-def _move_best(ctx: Context, order: Order, prefix: bytes, emptied: bytes) -> None:
+def _move_best(ctx: Context, order: Order, prefix: bytes, emptied: bytes, tick_size: int) -> None:
     """The best level emptied: the next level in key order (its key is already deleted) is best.
 
-    The scan starts at the emptied level's key: no level sorts before the best one, so this
-    finds the same level without walking the levels this block already emptied.
+    Every resting price is a multiple of the book's tick (checked at entry; set_book_params
+    changes the tick only while the book is empty), so no level lies between two grid prices
+    and the first level found by probing the next MAX_BEST_PROBES grid prices, worse first
+    from the emptied one, is the one a scan would find. The scan starts at the emptied level's
+    key: no level sorts before the best one, so this finds the same level without walking the
+    levels this block already emptied.
     """
     key = best_key(order.isin, order.currency, order.side)
+    step = -tick_size if order.side == BUY else tick_size
+    price = order.price
+    for _ in range(MAX_BEST_PROBES if tick_size > 0 else 0):
+        price += step
+        if not 0 < price <= MAX_PRICE:
+            break
+        if ctx.state.get(level_key(prefix, order.side, price)) is not None:
+            ctx.state.put(key, msgpack.packb(price))
+            return
     for level_at, _ in ctx.state.iter_prefix(prefix, emptied):
         ctx.state.put(key, msgpack.packb(price_of_level_key(level_at, prefix, order.side)))
         return
