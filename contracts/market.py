@@ -8,6 +8,7 @@ market data. Storage is in orderbook.py, matching in matching.py, docs in docs/M
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,7 +16,7 @@ import msgpack
 
 from contracts import balances, compliance, market_data, orderbook, participants, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
-from contracts.cash import CURRENCY_CODE, get_currency, require_currency
+from contracts.cash import CURRENCY_CODE, currency_key, require_currency
 from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
 from contracts.orderbook import (
@@ -33,7 +34,7 @@ from contracts.orderbook import (
 from contracts.settlement import FillTerms
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 NAME = "market"
 METHODS = MethodTable()
@@ -62,10 +63,12 @@ class BookParams(NamedTuple):
     scale: int
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def book_key(isin: str, currency: str) -> bytes:
     return state_key("mkt", "book", isin, currency)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def halt_key(isin: str) -> bytes:
     return state_key("mkt", "halt", isin)
 
@@ -229,7 +232,7 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
     _check_request(ctx, request, params)
     instrument, paying = _check_taker(ctx, owner, request, params.scale)
     spec = BookSpec(request.isin, request.currency, params.scale, params.tick_size, instrument.qualified_only)
-    terms = FillTerms(request.isin, request.currency, get_currency(ctx, request.currency) is not None,
+    terms = FillTerms(request.isin, request.currency, ctx.state.get(currency_key(request.currency)) is not None,
                       instrument.lockup_until_ms, instrument.max_holders, paying)
     order = Order(orderbook.next_order_id(ctx), request.isin, request.currency, request.side, owner,
                   request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms, NEW,

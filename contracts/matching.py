@@ -7,6 +7,7 @@ moves securities and cash for both sides through settlement.settle_fill in this 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from contracts import balances, compliance, orderbook, participants, settlement
 from contracts.base import Context
@@ -21,8 +22,7 @@ MAKER_INELIGIBLE = "maker_ineligible"
 STEP_LIMIT = "step_limit"
 
 
-@dataclass(frozen=True)
-class BookSpec:
+class BookSpec(NamedTuple):
     """What matching needs to know of a book: its assets and the price scale of the security."""
 
     isin: str

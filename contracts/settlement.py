@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from contracts import balances, cash, compliance, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable, list_of, map_of
@@ -90,8 +90,7 @@ def settle_legs(ctx: Context, legs: list[Leg]) -> None:
 # ---------------------------------------------------------------- the venue's fills
 
 
-@dataclass(frozen=True)
-class FillTerms:
+class FillTerms(NamedTuple):
     """What every fill of one incoming order shares, read once when the order is admitted.
 
     Instruments, currencies, participants and freezes are never written while an order matches
