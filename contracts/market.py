@@ -268,16 +268,16 @@ def _finish(ctx: Context, spec: BookSpec, result: MatchResult) -> Order:
         ctx.emit("order_filled", order_id=order.order_id, owner=order.owner, quantity=order.quantity)
         return order
     if order.tif == FOK:
-        order = order._replace(status=orderbook.advance(order.status, orderbook.KILL))
+        order = order.with_status(orderbook.advance(order.status, orderbook.KILL))
         ctx.emit("order_killed", order_id=order.order_id, owner=order.owner, remaining=order.remaining)
         return order
     if order.tif not in RESTING_TIFS or result.stopped:
         why = result.stopped or "not_resting"
-        order = order._replace(status=orderbook.advance(order.status, orderbook.CANCEL))
+        order = order.with_status(orderbook.advance(order.status, orderbook.CANCEL))
         ctx.emit("order_cancelled", order_id=order.order_id, isin=order.isin, currency=order.currency,
                  owner=order.owner, remaining=order.remaining, status=order.status, why=why)
         return order
-    order = order._replace(status=orderbook.advance(order.status, orderbook.REST))
+    order = order.with_status(orderbook.advance(order.status, orderbook.REST))
     if order.side == BUY:
         balances.lock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale))
     else:

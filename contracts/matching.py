@@ -107,7 +107,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
     """
     result = MatchResult(taker)
     opposite = SELL if taker.side == BUY else BUY
-    eligible = _Eligibility(ctx, spec)
+    eligible: _Eligibility | None = None  # built at the first maker met (many orders meet none)
     now_ms = ctx.block.time_ms
     for _ in range(MAX_MATCH_STEPS):
         if result.taker.remaining == 0:
@@ -120,10 +120,12 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
         elif maker.owner == taker.owner:
             take_off_book(ctx, spec, maker, orderbook.CANCEL, SELF_TRADE)
-        elif not eligible.ok(maker):
-            take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
         else:
-            _fill(ctx, spec, terms, maker, result, recorder)
+            eligible = eligible or _Eligibility(ctx, spec)
+            if eligible.ok(maker):
+                _fill(ctx, spec, terms, maker, result, recorder)
+            else:
+                take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
     if result.taker.remaining > 0:
         best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
         if best is not None and crosses(result.taker, best):
@@ -155,7 +157,7 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
         orderbook.reduce(ctx, maker, quantity, maker_status)
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
-    result.taker = taker._replace(remaining=taker_left, status=taker_status)
+    result.taker = taker.filled_to(taker_left, taker_status)
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
     ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
              quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,

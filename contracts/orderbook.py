@@ -122,9 +122,18 @@ class Order(NamedTuple):
     def unpack(cls, raw: bytes) -> Order:
         return cls._make(msgpack.unpackb(raw, raw=False))
 
+    # Copies with a few fields changed, by position: _replace costs several times more, and
+    # these run for every order and fill.
     def linked(self, prev_id: int, next_id: int) -> Order:
-        """The same order with other queue neighbours (cheaper than _replace on the hot path)."""
+        """The same order with other queue neighbours."""
         return Order._make(self[:12] + (prev_id, next_id))
+
+    def with_status(self, status: str) -> Order:
+        return Order._make(self[:10] + (status,) + self[11:])
+
+    def filled_to(self, remaining: int, status: str) -> Order:
+        """The order after a fill: what is still open, and its status."""
+        return Order._make(self[:7] + (remaining,) + self[8:10] + (status,) + self[11:])
 
     def expired_at(self, time_ms: int) -> bool:
         return self.expires_at_ms != NO_EXPIRY and time_ms >= self.expires_at_ms
@@ -339,8 +348,8 @@ def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
         raise InvariantViolation(f"order {order.order_id} rests at a missing level")
     level = Level._make(msgpack.unpackb(raw))
     _put_level(ctx, key, level._replace(quantity=level.quantity - filled))
-    reduced = order._replace(remaining=order.remaining - filled, status=status)
-    ctx.state.put(order_key(order.order_id), reduced.pack())
+    reduced = order.filled_to(order.remaining - filled, status)
+    ctx.state.put(order_key(order.order_id), _pack(reduced))
     return reduced
 
 
