@@ -1,7 +1,8 @@
 """Settlement: delivery-versus-payment and multi-leg batches, all legs or none.
 
 Part of contracts/. settle_legs is the one way several movements happen atomically: the DvP and
-batch methods here use it, and so do the market (trades) and offerings (allocations).
+batch methods here use it, and so do offerings (allocations); the market's fills use
+settle_fill, which reaches settle_legs' outcome without re-checking per leg what cannot change.
 """
 
 from __future__ import annotations
