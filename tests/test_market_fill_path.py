@@ -178,6 +178,32 @@ def test_random_flows_end_identically_on_both_paths(flow: list[tuple[Any, ...]],
     assert_same_on_both_paths(flow, *flavour)
 
 
+maker_orders = st.lists(st.tuples(st.just("order"), st.just(0), st.sampled_from(["buy", "sell"]), st.integers(1, 3),
+                                  st.integers(3, 5), st.just("gtc")), min_size=1, max_size=3)
+on_parties = st.one_of(
+    st.tuples(st.just("freeze"), st.integers(0, 1), st.sampled_from(FREEZE_SCOPES), st.sampled_from([0, 0, 295])),
+    st.tuples(st.sampled_from(["suspend", "update", "block"]), st.integers(0, 1), st.booleans(), st.integers(0, 2)),
+    st.tuples(st.just("tamper"), st.just(0), st.integers(0, 1), st.sampled_from([1, 10])),
+)
+# Each taker sends a buy above and a sell below every resting price: both cross whatever rests.
+takers = st.lists(st.tuples(st.integers(1, INVESTORS + NEWCOMERS - 1), st.integers(1, 6),
+                            st.sampled_from(["ioc", "fok", "gtc"])), min_size=1, max_size=2).map(
+    lambda found: [("order", who, side, lots, ticks, tif) for who, lots, tif in found
+                   for side, ticks in (("buy", 6), ("sell", 2))])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resting=maker_orders, controls=st.lists(on_parties, min_size=1, max_size=3), crossing=takers,
+       flavour=st.sampled_from([(None, False), (5, False), (None, True)]))
+def test_whatever_happens_between_resting_and_crossing_ends_identically(
+        resting: list[tuple[Any, ...]], controls: list[tuple[Any, ...]], crossing: list[tuple[Any, ...]],
+        flavour: tuple[int | None, bool]) -> None:
+    """The window the flat path relies on: a maker's order rests, then the maker (trader 0) or
+    the first taker is frozen, suspended, re-roled, its locks tampered with, or time passes,
+    then takers cross."""
+    assert_same_on_both_paths(resting + controls + crossing, *flavour)
+
+
 def _reasons(outcomes: list[tuple[Any, ...]]) -> list[Reason]:
     return [outcome[1] for outcome in outcomes]
 
