@@ -8,6 +8,7 @@ market data. Storage is in orderbook.py, matching in matching.py, docs in docs/M
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,7 +16,7 @@ import msgpack
 
 from contracts import balances, compliance, market_data, orderbook, participants, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
-from contracts.cash import CURRENCY_CODE, require_currency
+from contracts.cash import CURRENCY_CODE, currency_key, require_currency
 from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
 from contracts.orderbook import (
@@ -30,9 +31,10 @@ from contracts.orderbook import (
     TIMES_IN_FORCE,
     Order,
 )
+from contracts.settlement import FillTerms
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 NAME = "market"
 METHODS = MethodTable()
@@ -61,10 +63,12 @@ class BookParams(NamedTuple):
     scale: int
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def book_key(isin: str, currency: str) -> bytes:
     return state_key("mkt", "book", isin, currency)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def halt_key(isin: str) -> bytes:
     return state_key("mkt", "halt", isin)
 
@@ -79,6 +83,11 @@ def require_book(ctx: Context, isin: str, currency: str) -> BookParams:
     if found is None:
         raise ContractError(NO_BOOK, f"no order book for {isin} in {currency}")
     return found
+
+
+def _spec(isin: str, currency: str, params: BookParams) -> BookSpec:
+    """What taking orders off this book needs (qualified_only matters only to matching)."""
+    return BookSpec(isin, currency, params.scale, params.tick_size)
 
 
 def is_halted(ctx: Context, isin: str) -> bool:
@@ -194,22 +203,26 @@ def _check_request(ctx: Context, request: OrderRequest, params: BookParams) -> N
         raise ContractError(Reason.INVALID_AMOUNT, "price x quantity exceeds the largest amount")
 
 
-def _check_taker(ctx: Context, owner: str, request: OrderRequest, scale: int) -> securities.Instrument:
-    """The rules of the placing account's own side, and that it can pay for the whole order."""
+def _check_taker(ctx: Context, owner: str, request: OrderRequest,
+                 scale: int) -> tuple[securities.Instrument, compliance.FreezeState]:
+    """The rules of the placing account's own side, and that it can pay for the whole order;
+    the instrument and the taker's freeze state of the asset it pays with."""
     instrument = securities.require_instrument(ctx, request.isin)
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{request.isin} is paused")
     if request.side == BUY:
         securities.check_receiver(ctx, instrument, owner)
+        paying = compliance.check_not_frozen(ctx, owner, request.currency)
         compliance.check_spendable(ctx, owner, request.currency,
-                                   notional(request.price, request.quantity, scale))
+                                   notional(request.price, request.quantity, scale), paying)
     else:
         if ctx.block.time_ms < instrument.lockup_until_ms:
             raise ContractError(Reason.LOCKED_UP, f"{request.isin} is locked up until {instrument.lockup_until_ms}")
         participants.require_eligible(ctx, owner, Reason.SENDER_NOT_ELIGIBLE)
         compliance.check_not_frozen(ctx, owner, request.currency)
-        compliance.check_spendable(ctx, owner, request.isin, request.quantity)
-    return instrument
+        paying = compliance.check_not_frozen(ctx, owner, request.isin)
+        compliance.check_spendable(ctx, owner, request.isin, request.quantity, paying)
+    return instrument, paying
 
 
 def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
@@ -217,8 +230,10 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
     params = require_book(ctx, request.isin, request.currency)
     require_trading(ctx, request.isin)
     _check_request(ctx, request, params)
-    instrument = _check_taker(ctx, owner, request, params.scale)
-    spec = BookSpec(request.isin, request.currency, params.scale, instrument.qualified_only)
+    instrument, paying = _check_taker(ctx, owner, request, params.scale)
+    spec = BookSpec(request.isin, request.currency, params.scale, params.tick_size, instrument.qualified_only)
+    terms = FillTerms(request.isin, request.currency, ctx.state.get(currency_key(request.currency)) is not None,
+                      instrument.lockup_until_ms, instrument.max_holders, paying)
     order = Order(orderbook.next_order_id(ctx), request.isin, request.currency, request.side, owner,
                   request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms, NEW,
                   request.client_ref)
@@ -226,21 +241,21 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
     ctx.emit("order_placed", order_id=order.order_id, isin=order.isin, currency=order.currency, side=order.side,
              owner=owner, price=order.price, quantity=order.quantity, time_in_force=order.tif, order_type=request.kind,
              expires_at_ms=order.expires_at_ms, client_ref=order.client_ref)
-    result = _match_fok(ctx, spec, order) if order.tif == FOK else _match(ctx, spec, order)
+    result = _match_fok(ctx, spec, terms, order) if order.tif == FOK else _match(ctx, spec, terms, order)
     return _finish(ctx, spec, result)
 
 
-def _match(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
+def _match(ctx: Context, spec: BookSpec, terms: FillTerms, order: Order) -> MatchResult:
     recorder = TradeRecorder(ctx, spec.isin, spec.currency)
-    result = match(ctx, spec, order, recorder)
+    result = match(ctx, spec, terms, order, recorder)
     recorder.flush()
     return result
 
 
-def _match_fok(ctx: Context, spec: BookSpec, order: Order) -> MatchResult:
+def _match_fok(ctx: Context, spec: BookSpec, terms: FillTerms, order: Order) -> MatchResult:
     """Match on a child overlay and keep it only if the order filled completely."""
     child = ctx.child()
-    result = _match(child, spec, order)
+    result = _match(child, spec, terms, order)
     if result.taker.remaining > 0:
         return MatchResult(order)
     ctx.merge_child(child)
@@ -253,16 +268,16 @@ def _finish(ctx: Context, spec: BookSpec, result: MatchResult) -> Order:
         ctx.emit("order_filled", order_id=order.order_id, owner=order.owner, quantity=order.quantity)
         return order
     if order.tif == FOK:
-        order = order._replace(status=orderbook.advance(order.status, orderbook.KILL))
+        order = order.with_status(orderbook.advance(order.status, orderbook.KILL))
         ctx.emit("order_killed", order_id=order.order_id, owner=order.owner, remaining=order.remaining)
         return order
     if order.tif not in RESTING_TIFS or result.stopped:
         why = result.stopped or "not_resting"
-        order = order._replace(status=orderbook.advance(order.status, orderbook.CANCEL))
+        order = order.with_status(orderbook.advance(order.status, orderbook.CANCEL))
         ctx.emit("order_cancelled", order_id=order.order_id, isin=order.isin, currency=order.currency,
                  owner=order.owner, remaining=order.remaining, status=order.status, why=why)
         return order
-    order = order._replace(status=orderbook.advance(order.status, orderbook.REST))
+    order = order.with_status(orderbook.advance(order.status, orderbook.REST))
     if order.side == BUY:
         balances.lock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale))
     else:
@@ -290,7 +305,7 @@ def cancel_order(ctx: Context, order_id: int) -> None:
     """The owner cancels its resting order; what it held is released. Allowed during a halt."""
     order = orderbook.find(ctx, ctx.sender, order_id)
     params = require_book(ctx, order.isin, order.currency)
-    take_off_book(ctx, BookSpec(order.isin, order.currency, params.scale), order, orderbook.CANCEL, "by_owner")
+    take_off_book(ctx, _spec(order.isin, order.currency, params), order, orderbook.CANCEL, "by_owner")
 
 
 @METHODS.method(optional=("expires_at_ms",), order_id=AMOUNT, quantity=AMOUNT, price=AMOUNT, expires_at_ms=AMOUNT)
@@ -303,7 +318,7 @@ def replace_order(ctx: Context, order_id: int, quantity: int, price: int, expire
     owner = ctx.sender
     old = orderbook.find(ctx, owner, order_id)
     params = require_book(ctx, old.isin, old.currency)
-    take_off_book(ctx, BookSpec(old.isin, old.currency, params.scale), old, orderbook.CANCEL, "replaced")
+    take_off_book(ctx, _spec(old.isin, old.currency, params), old, orderbook.CANCEL, "replaced")
     if old.tif != GTT and expires_at_ms is not None:
         raise ContractError(Reason.BAD_ARGUMENTS, "only a good-till-time order has an expiry")
     expiry = old.expires_at_ms if expires_at_ms is None else expires_at_ms
@@ -321,7 +336,7 @@ def cancel_account_orders(ctx: Context, account: str, reason: str) -> None:
     for order in orders:
         pair = (order.isin, order.currency)
         if pair not in specs:
-            specs[pair] = BookSpec(order.isin, order.currency, require_book(ctx, *pair).scale)
+            specs[pair] = _spec(order.isin, order.currency, require_book(ctx, *pair))
         take_off_book(ctx, specs[pair], order, orderbook.CANCEL, "by_authority")
     ctx.emit("account_orders_cancelled", account=account, count=len(orders), reason=reason, by=by)
 
@@ -343,7 +358,7 @@ def withdraw_security_orders(ctx: Context, isin: str, why: str, limit: int) -> b
     """
     left = limit
     for currency in _book_currencies(ctx, isin):
-        spec = BookSpec(isin, currency, require_book(ctx, isin, currency).scale)
+        spec = _spec(isin, currency, require_book(ctx, isin, currency))
         for side in SIDES:
             while (order := orderbook.best_order(ctx, isin, currency, side)) is not None:
                 if left == 0:
@@ -365,7 +380,7 @@ def begin_block(ctx: Context) -> None:
             raise InvariantViolation(f"an expiry entry points at no order ({order_id})")
         pair = (order.isin, order.currency)
         if pair not in specs:
-            specs[pair] = BookSpec(order.isin, order.currency, require_book(ctx, *pair).scale)
+            specs[pair] = _spec(order.isin, order.currency, require_book(ctx, *pair))
         take_off_book(ctx, specs[pair], order, orderbook.EXPIRE)
 
 

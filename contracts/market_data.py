@@ -6,17 +6,19 @@ read by the pure query functions in market.py. Days are UTC days of the block ti
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import msgpack
 
 from contracts.base import Context
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 MAX_TAPE_TRADES = 1_000  # per book: the tape is a ring, older trades live on in block events
 MS_PER_DAY = 86_400_000
 ON_BOOK = "book"
 NEGOTIATED = "negotiated"
+_pack = msgpack.Packer(use_bin_type=True).pack  # msgpack.packb's bytes, without a Packer per call
 
 
 class Trade(NamedTuple):
@@ -64,10 +66,12 @@ class BookStats(NamedTuple):
 NO_STATS = BookStats(0, 0, 0)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def stats_key(isin: str, currency: str) -> bytes:
     return state_key("mkt", "stats", isin, currency)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def tape_prefix(isin: str, currency: str) -> bytes:
     return prefix_of("mkt", "tape", isin, currency)
 
@@ -142,7 +146,7 @@ class TradeRecorder:
         trade = Trade(trade_id, self.isin, self.currency, price, quantity, amount, buyer, seller,
                       buy_order, sell_order, aggressor, venue, time_ms)
         self.ctx.state.put(self.prefix + (trade_id % MAX_TAPE_TRADES).to_bytes(8, "big"),
-                           msgpack.packb(tuple(trade), use_bin_type=True))
+                           _pack(trade))
         if venue == ON_BOOK:
             self.stats = BookStats(trade_id, price, time_ms)
             self._add_to_bar(price, quantity, amount)
@@ -164,6 +168,6 @@ class TradeRecorder:
     def flush(self) -> None:
         if not self.dirty:
             return
-        self.ctx.state.put(stats_key(self.isin, self.currency), msgpack.packb(tuple(self.stats)))
+        self.ctx.state.put(stats_key(self.isin, self.currency), _pack(self.stats))
         if self.bar is not None:
-            self.ctx.state.put(day_key(self.isin, self.currency, self.day), msgpack.packb(tuple(self.bar)))
+            self.ctx.state.put(day_key(self.isin, self.currency, self.day), _pack(self.bar))

@@ -1,12 +1,13 @@
 """Price-time matching: an incoming order against the opposite side of its book, settled DvP.
 
 Part of contracts/ (the venue). market.py admits an order and calls `match`; every fill
-moves securities and cash for both sides through settlement.settle_legs in this same call.
+moves securities and cash for both sides through settlement.settle_fill in this same call.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from contracts import balances, compliance, orderbook, participants, settlement
 from contracts.base import Context
@@ -21,13 +22,13 @@ MAKER_INELIGIBLE = "maker_ineligible"
 STEP_LIMIT = "step_limit"
 
 
-@dataclass(frozen=True)
-class BookSpec:
+class BookSpec(NamedTuple):
     """What matching needs to know of a book: its assets and the price scale of the security."""
 
     isin: str
     currency: str
     scale: int  # 10 ** security decimals: price is per whole unit, quantity in minor units
+    tick_size: int  # every resting price is a multiple of it (orderbook._move_best relies on it)
     qualified_only: bool = False
 
 
@@ -49,7 +50,7 @@ def release(ctx: Context, spec: BookSpec, order: Order) -> None:
 def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: str = "") -> None:
     """Remove a resting order that will not trade (cancel or expiry) and release its locks."""
     status = orderbook.advance(order.status, event)
-    orderbook.remove(ctx, order)
+    orderbook.remove(ctx, order, spec.tick_size)
     release(ctx, spec, order)
     ctx.touch(order.owner)
     kind = "order_expired" if event == orderbook.EXPIRE else "order_cancelled"
@@ -93,7 +94,8 @@ def crosses(taker: Order, maker_price: int) -> bool:
     return maker_price <= taker.price if taker.side == BUY else maker_price >= taker.price
 
 
-def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -> MatchResult:
+def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Order,
+          recorder: TradeRecorder) -> MatchResult:
     """Fill `taker` against the opposite side, best price first and oldest first within a price.
 
     The taker pays from its free balance (checked at entry); makers pay from what they locked.
@@ -101,10 +103,11 @@ def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -
     same account are cancelled (self-trade prevention: the resting order goes), and makers that
     can no longer trade (suspended, frozen) are cancelled. At most MAX_MATCH_STEPS makers are
     visited; `stopped` says so, and the caller must not rest a remainder that could cross.
+    `terms` come from the taker's entry checks (settlement.settle_fill says which they are).
     """
     result = MatchResult(taker)
     opposite = SELL if taker.side == BUY else BUY
-    eligible = _Eligibility(ctx, spec)
+    eligible: _Eligibility | None = None  # built at the first maker met (many orders meet none)
     now_ms = ctx.block.time_ms
     for _ in range(MAX_MATCH_STEPS):
         if result.taker.remaining == 0:
@@ -117,10 +120,12 @@ def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
         elif maker.owner == taker.owner:
             take_off_book(ctx, spec, maker, orderbook.CANCEL, SELF_TRADE)
-        elif not eligible.ok(maker):
-            take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
         else:
-            _fill(ctx, spec, maker, result, recorder)
+            eligible = eligible or _Eligibility(ctx, spec)
+            if eligible.ok(maker):
+                _fill(ctx, spec, terms, maker, result, recorder)
+            else:
+                take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
     if result.taker.remaining > 0:
         best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
         if best is not None and crosses(result.taker, best):
@@ -128,7 +133,7 @@ def match(ctx: Context, spec: BookSpec, taker: Order, recorder: TradeRecorder) -
     return result
 
 
-def _fill(ctx: Context, spec: BookSpec, maker: Order, result: MatchResult,
+def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, result: MatchResult,
           recorder: TradeRecorder) -> None:
     taker = result.taker
     quantity = min(taker.remaining, maker.remaining)
@@ -136,10 +141,7 @@ def _fill(ctx: Context, spec: BookSpec, maker: Order, result: MatchResult,
     amount = notional(price, quantity, spec.scale)
     buy, sell = (taker, maker) if taker.side == BUY else (maker, taker)
     try:
-        settlement.settle_legs(ctx, [
-            settlement.Leg(spec.isin, sell.owner, buy.owner, quantity, sell is maker),
-            settlement.Leg(spec.currency, buy.owner, sell.owner, amount, buy is maker),
-        ])
+        settlement.settle_fill(ctx, terms, sell.owner, buy.owner, quantity, amount, sell is maker)
     except ContractError as exc:
         # A resting buyer the security's holder limit now shuts out must not block the book;
         # any other refusal is the incoming order's and refuses it whole.
@@ -150,12 +152,12 @@ def _fill(ctx: Context, spec: BookSpec, maker: Order, result: MatchResult,
     left = maker.remaining - quantity
     maker_status = orderbook.advance(maker.status, orderbook.FILL_ALL if left == 0 else orderbook.FILL_SOME)
     if left == 0:
-        orderbook.remove(ctx, maker)
+        orderbook.remove(ctx, maker, spec.tick_size)
     else:
         orderbook.reduce(ctx, maker, quantity, maker_status)
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
-    result.taker = taker._replace(remaining=taker_left, status=taker_status)
+    result.taker = taker.filled_to(taker_left, taker_status)
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
     ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
              quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,

@@ -12,6 +12,7 @@ point reads and writes; only emptying the best level scans, to find the next one
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -19,7 +20,7 @@ import msgpack
 
 from contracts.base import MAX_AMOUNT, Context
 from ledger.reasons import ContractError, InvariantViolation, Reason
-from ledger.state import prefix_of, state_key
+from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 BUY = "buy"
 SELL = "sell"
@@ -33,6 +34,13 @@ TIMES_IN_FORCE = (GTC, GTT, IOC, FOK)
 RESTING_TIFS = (GTC, GTT)
 
 MAX_PRICE = MAX_AMOUNT
+# One packer for every record of the book: the same bytes as msgpack.packb, without building a
+# Packer per call (a third of a small record's packing time). pack() holds the GIL throughout.
+_pack = msgpack.Packer(use_bin_type=True).pack
+# When the best level empties, the nearest prices on the book's tick grid are read one by one
+# (a point read each) before falling back to scanning for the next level: a scan costs about as
+# much as twenty point reads, and in a busy book the next level is usually a tick or two away.
+MAX_BEST_PROBES = 8
 NO_EXPIRY = 0
 NO_ORDER = 0  # order ids start at 1
 ID_BYTES = 8
@@ -108,11 +116,24 @@ class Order(NamedTuple):
     def pack(self) -> bytes:
         # Plain msgpack of ints and strs is byte-identical to codec.encode; only this module
         # writes these keys, so reads skip the codec's re-encoding check (the hot path).
-        return msgpack.packb(self, use_bin_type=True)
+        return _pack(self)
 
     @classmethod
     def unpack(cls, raw: bytes) -> Order:
         return cls._make(msgpack.unpackb(raw, raw=False))
+
+    # Copies with a few fields changed, by position: _replace costs several times more, and
+    # these run for every order and fill.
+    def linked(self, prev_id: int, next_id: int) -> Order:
+        """The same order with other queue neighbours."""
+        return Order._make(self[:12] + (prev_id, next_id))
+
+    def with_status(self, status: str) -> Order:
+        return Order._make(self[:10] + (status,) + self[11:])
+
+    def filled_to(self, remaining: int, status: str) -> Order:
+        """The order after a fill: what is still open, and its status."""
+        return Order._make(self[:7] + (remaining,) + self[8:10] + (status,) + self[11:])
 
     def expired_at(self, time_ms: int) -> bool:
         return self.expires_at_ms != NO_EXPIRY and time_ms >= self.expires_at_ms
@@ -135,6 +156,8 @@ class Level(NamedTuple):
 # ---------------------------------------------------------------- keys
 
 
+# Cached like balances' keys: the same few books' keys are composed several times per order.
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def side_prefix(isin: str, currency: str, side: str) -> bytes:
     return prefix_of("mkt", "bid" if side == BUY else "ask", isin, currency)
 
@@ -149,6 +172,7 @@ def price_of_level_key(key: bytes, prefix: bytes, side: str) -> int:
     return MAX_PRICE - rank if side == BUY else rank
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def best_key(isin: str, currency: str, side: str) -> bytes:
     return state_key("mkt", "best", isin, currency, side)
 
@@ -162,6 +186,7 @@ def order_key(order_id: int) -> bytes:
     return ORDER_PREFIX + order_id.to_bytes(ID_BYTES, "big")
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
 def account_prefix(owner: str) -> bytes:
     return prefix_of("mkt", "acct", owner)
 
@@ -178,7 +203,7 @@ def _int(raw: bytes | None) -> int | None:
     return None if raw is None else msgpack.unpackb(raw)
 
 
-_ONE = msgpack.packb(1)
+_ONE = _pack(1)
 
 
 # ---------------------------------------------------------------- reads
@@ -187,7 +212,7 @@ _ONE = msgpack.packb(1)
 def next_order_id(ctx: Context) -> int:
     """Order ids come from one counter: deterministic, and their order is time priority."""
     order_id = (_int(ctx.state.get(SEQUENCE_KEY)) or 0) + 1
-    ctx.state.put(SEQUENCE_KEY, msgpack.packb(order_id))
+    ctx.state.put(SEQUENCE_KEY, _pack(order_id))
     return order_id
 
 
@@ -283,7 +308,7 @@ def next_expiry_ms(ctx: Context) -> int | None:
 
 
 def _put_level(ctx: Context, key: bytes, level: Level) -> None:
-    ctx.state.put(key, msgpack.packb(level))
+    ctx.state.put(key, _pack(level))
 
 
 def rest(ctx: Context, order: Order) -> Order:
@@ -293,21 +318,21 @@ def rest(ctx: Context, order: Order) -> Order:
     key = level_key(prefix, order.side, order.price)
     raw = state.get(key)
     if raw is None:
-        order = order._replace(prev_id=NO_ORDER, next_id=NO_ORDER)
+        order = order.linked(NO_ORDER, NO_ORDER)
         _put_level(ctx, key, Level(order.order_id, order.order_id, order.remaining, 1))
         best = best_price(ctx, order.isin, order.currency, order.side)
         if best is None or (order.price > best if order.side == BUY else order.price < best):
-            state.put(best_key(order.isin, order.currency, order.side), msgpack.packb(order.price))
+            state.put(best_key(order.isin, order.currency, order.side), _pack(order.price))
     else:
         level = Level._make(msgpack.unpackb(raw))
         if level.quantity + order.remaining > MAX_AMOUNT:
             raise ContractError(Reason.LIMIT_EXCEEDED, f"the level at {order.price} cannot hold more")
         tail = _linked(ctx, level.tail_id)
-        state.put(order_key(tail.order_id), tail._replace(next_id=order.order_id).pack())
-        order = order._replace(prev_id=level.tail_id, next_id=NO_ORDER)
+        state.put(order_key(tail.order_id), _pack(tail.linked(tail.prev_id, order.order_id)))
+        order = order.linked(level.tail_id, NO_ORDER)
         _put_level(ctx, key, Level(level.head_id, order.order_id, level.quantity + order.remaining,
                                    level.orders + 1))
-    state.put(order_key(order.order_id), order.pack())
+    state.put(order_key(order.order_id), _pack(order))
     state.put(account_key(order.owner, order.order_id), _ONE)
     if order.expires_at_ms != NO_EXPIRY:
         state.put(expiry_key(order.expires_at_ms, order.order_id), _ONE)
@@ -323,14 +348,14 @@ def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
         raise InvariantViolation(f"order {order.order_id} rests at a missing level")
     level = Level._make(msgpack.unpackb(raw))
     _put_level(ctx, key, level._replace(quantity=level.quantity - filled))
-    reduced = order._replace(remaining=order.remaining - filled, status=status)
-    ctx.state.put(order_key(order.order_id), reduced.pack())
+    reduced = order.filled_to(order.remaining - filled, status)
+    ctx.state.put(order_key(order.order_id), _pack(reduced))
     return reduced
 
 
-def remove(ctx: Context, order: Order) -> None:
+def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
     """Unlink an order from its level (dropping the level, and moving the best price, if it
-    empties) and from the owner and expiry indexes."""
+    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown)."""
     state = ctx.state
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
@@ -343,16 +368,16 @@ def remove(ctx: Context, order: Order) -> None:
         head = order.next_id
     else:
         before = _linked(ctx, order.prev_id)
-        state.put(order_key(before.order_id), before._replace(next_id=order.next_id).pack())
+        state.put(order_key(before.order_id), _pack(before.linked(before.prev_id, order.next_id)))
     if order.next_id == NO_ORDER:
         tail = order.prev_id
     else:
         after = _linked(ctx, order.next_id)
-        state.put(order_key(after.order_id), after._replace(prev_id=order.prev_id).pack())
+        state.put(order_key(after.order_id), _pack(after.linked(order.prev_id, after.next_id)))
     if level.orders == 1:
         state.delete(key)
         if best_price(ctx, order.isin, order.currency, order.side) == order.price:
-            _move_best(ctx, order, prefix, key)
+            _move_best(ctx, order, prefix, key, tick_size)
     else:
         _put_level(ctx, key, Level(head, tail, level.quantity - order.remaining, level.orders - 1))
     state.delete(order_key(order.order_id))
@@ -361,15 +386,28 @@ def remove(ctx: Context, order: Order) -> None:
         state.delete(expiry_key(order.expires_at_ms, order.order_id))
 
 
-def _move_best(ctx: Context, order: Order, prefix: bytes, emptied: bytes) -> None:
+def _move_best(ctx: Context, order: Order, prefix: bytes, emptied: bytes, tick_size: int) -> None:
     """The best level emptied: the next level in key order (its key is already deleted) is best.
 
-    The scan starts at the emptied level's key: no level sorts before the best one, so this
-    finds the same level without walking the levels this block already emptied.
+    Every resting price is a multiple of the book's tick (checked at entry; set_book_params
+    changes the tick only while the book is empty), so no level lies between two grid prices
+    and the first level found by probing the next MAX_BEST_PROBES grid prices, worse first
+    from the emptied one, is the one a scan would find. The scan starts at the emptied level's
+    key: no level sorts before the best one, so this finds the same level without walking the
+    levels this block already emptied.
     """
     key = best_key(order.isin, order.currency, order.side)
+    step = -tick_size if order.side == BUY else tick_size
+    price = order.price
+    for _ in range(MAX_BEST_PROBES if tick_size > 0 else 0):
+        price += step
+        if not 0 < price <= MAX_PRICE:
+            break
+        if ctx.state.get(level_key(prefix, order.side, price)) is not None:
+            ctx.state.put(key, _pack(price))
+            return
     for level_at, _ in ctx.state.iter_prefix(prefix, emptied):
-        ctx.state.put(key, msgpack.packb(price_of_level_key(level_at, prefix, order.side)))
+        ctx.state.put(key, _pack(price_of_level_key(level_at, prefix, order.side)))
         return
     ctx.state.delete(key)
 

@@ -1,7 +1,8 @@
 """Settlement: delivery-versus-payment and multi-leg batches, all legs or none.
 
 Part of contracts/. settle_legs is the one way several movements happen atomically: the DvP and
-batch methods here use it, and so do the market (trades) and offerings (allocations).
+batch methods here use it, and so do offerings (allocations); the market's fills use
+settle_fill, which reaches settle_legs' outcome without re-checking per leg what cannot change.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from contracts import cash, securities
+from contracts import balances, cash, compliance, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable, list_of, map_of
 from ledger.reasons import ContractError, Reason
 
@@ -85,6 +86,85 @@ def settle_legs(ctx: Context, legs: list[Leg]) -> None:
                 _apply(child, leg)
             except ContractError as exc:
                 raise ContractError(exc.reason, f"leg {position}: {exc.detail}") from exc
+
+
+# ---------------------------------------------------------------- the venue's fills
+
+
+class FillTerms(NamedTuple):
+    """What every fill of one incoming order shares, read once when the order is admitted.
+
+    Instruments, currencies, participants and freezes are never written while an order matches
+    (matching writes only balances, the book and market data), so these cannot change between
+    the order's entry and its last fill.
+    """
+
+    isin: str
+    currency: str
+    currency_known: bool  # the book's currency is registered (it always is: open_book checks it)
+    lockup_until_ms: int
+    max_holders: int | None
+    taker_freeze: compliance.FreezeState  # the taker's freeze of the asset it pays with
+
+
+def settle_fill(ctx: Context, terms: FillTerms, seller: str, buyer: str, quantity: int, amount: int,
+                maker_sells: bool) -> None:
+    """One fill's DvP: exactly settle_legs([delivery, payment]) with the maker's leg from_locked,
+    with the same outcomes, reason codes and details, for a caller that has already checked
+    what cannot change inside the transaction: the taker at entry (market._check_taker: the
+    asset not paused, the taker eligible, an investor and qualified if buying, past the lock-up
+    if selling, not frozen for either asset) and each maker before it trades
+    (matching._Eligibility: active, not frozen for either asset, an eligible investor if
+    buying), and no self-trade. What is left per fill depends on balances, or (the lock-up) can
+    only stop a taker's buy; tests/test_market_fill_path.py compares both paths.
+
+    No child context: MAX_HOLDERS_REACHED, the one refusal the venue catches and goes on after,
+    is raised before anything moves; any other refusal refuses the whole transaction.
+    """
+    try:
+        _deliver(ctx, terms, seller, buyer, quantity, maker_sells)
+    except ContractError as exc:
+        raise ContractError(exc.reason, f"leg {DELIVERY_LEG}: {exc.detail}") from exc
+    try:
+        _pay(ctx, terms, buyer, seller, amount, not maker_sells)
+    except ContractError as exc:
+        raise ContractError(exc.reason, f"leg {PAYMENT_LEG}: {exc.detail}") from exc
+
+
+def _deliver(ctx: Context, terms: FillTerms, seller: str, buyer: str, quantity: int, from_locked: bool) -> None:
+    """securities.transfer_checked without the checks the caller made (same order for the rest)."""
+    isin = terms.isin
+    if ctx.block.time_ms < terms.lockup_until_ms:
+        raise ContractError(Reason.LOCKED_UP, f"{isin} is locked up until {terms.lockup_until_ms}")
+    held = balances.get(ctx, isin, seller)
+    if terms.max_holders is not None and balances.get(ctx, isin, buyer).total == 0:
+        after = balances.holder_count(ctx, isin) + 1 - (1 if held.total == quantity else 0)
+        if after > terms.max_holders:
+            raise ContractError(Reason.MAX_HOLDERS_REACHED, f"{isin} is limited to {terms.max_holders} holders")
+    if from_locked:
+        if held.locked < quantity:
+            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{seller} has {held.locked} locked {isin}")
+        balances.move_locked(ctx, isin, seller, buyer, quantity)
+    else:
+        held = compliance.check_spendable(ctx, seller, isin, quantity, terms.taker_freeze)
+        balances.move(ctx, isin, seller, buyer, quantity, source_balance=held)
+
+
+def _pay(ctx: Context, terms: FillTerms, buyer: str, seller: str, amount: int, from_locked: bool) -> None:
+    """cash.transfer_checked without the checks the caller made (same order for the rest)."""
+    currency = terms.currency
+    if not terms.currency_known:
+        raise ContractError(Reason.UNKNOWN_ASSET, f"no asset {currency}")  # as asset_kind says it
+    if amount <= 0:
+        raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")
+    if from_locked:
+        held = balances.get(ctx, currency, buyer)
+        if held.locked < amount:
+            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{buyer} has {held.locked} locked {currency}")
+        balances.move_locked(ctx, currency, buyer, seller, amount)
+    else:
+        held = compliance.check_spendable(ctx, buyer, currency, amount, terms.taker_freeze)
+        balances.move(ctx, currency, buyer, seller, amount, source_balance=held)
 
 
 # ---------------------------------------------------------------- methods
