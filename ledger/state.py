@@ -79,6 +79,11 @@ class StateReader(Protocol):
 _UNSTAGED = object()
 
 
+# New staged keys are inserted one by one while they are under 1/INSORT_MAX_SHARE of the sorted
+# ones; beyond that one sort of the whole list is cheaper.
+INSORT_MAX_SHARE = 8
+
+
 class Overlay:
     """Staged writes over a parent reader; None marks a deletion."""
 
@@ -117,9 +122,16 @@ class Overlay:
 
     def _sorted_keys(self) -> list[bytes]:
         if self._unsorted:
-            self._sorted.extend(self._unsorted)
-            self._sorted.sort()
+            fresh = self._unsorted
             self._unsorted = []
+            if len(fresh) * INSORT_MAX_SHARE < len(self._sorted):
+                # A few new keys into many: a binary search and a C memmove each, where even
+                # Timsort's linear pass over an already-sorted run compared every key.
+                for key in fresh:
+                    bisect.insort(self._sorted, key)
+            else:
+                self._sorted.extend(fresh)
+                self._sorted.sort()
         return self._sorted
 
     def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
