@@ -10,12 +10,15 @@ import gc
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consensus.driver import DriverConfig
 from consensus.log import RaftLog
 from consensus.messages import ConfState, Entry, HardState, SnapshotMeta
 from consensus.storage import LevelDBLogStore
+from keiretsu_node.config import ConfigError, parse_network
 
 CONF = ConfState(("a",))
 MIB = 1024 * 1024
@@ -103,3 +106,15 @@ def test_the_leveldb_log_store_forgets_compacted_entries(tmp_path: Path) -> None
     finally:
         store.close()
     assert state.snapshot.index == 37 and [e.index for e in state.entries] == [38, 39, 40]
+
+
+def test_byte_bounds_are_checked_at_the_door(tmp_path: Path) -> None:
+    """A tail as large as the trigger would make every round try to compact and find nothing:
+    the node's TOML and the driver's config both refuse it, naming the field."""
+    raw = {"chain_id": "c", "nodes": [{"name": "n1", "host": "127.0.0.1", "p2p_port": 1, "api_port": 2}]}
+    assert parse_network(raw).consensus.compact_after_bytes == 16 * MIB
+    bad = {**raw, "consensus": {"compact_after_bytes": MIB, "compact_keep_bytes": MIB}}
+    with pytest.raises(ConfigError, match="compact_keep_bytes"):
+        parse_network(bad)
+    with pytest.raises(ValueError, match="compact_keep_bytes"):
+        DriverConfig("a", ("a",), tmp_path, compact_after_bytes=MIB, compact_keep_bytes=2 * MIB)
