@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from consensus.apply_stage import ApplyStage
 from consensus.config import RaftConfig
 from consensus.errors import ProposalRefused, RefusalCode
 from consensus.messages import (
     ConfChange,
     ConfState,
     Entry,
-    EntryType,
     Message,
     MessageDecodeError,
     MessageType,
@@ -50,7 +50,8 @@ class Transport(Protocol):
 
 class Application(Protocol):
     """The ledger side. apply() and install_snapshot() run in a worker thread (they do disk IO),
-    one call at a time, in log order; snapshot() and applied_index() run on the event loop."""
+    one call at a time, in log order, while the Raft loop goes on; snapshot() and
+    applied_index() run on the event loop, possibly while an apply() is running."""
 
     def apply(self, entries: list[Entry]) -> None: ...
 
@@ -110,7 +111,19 @@ class DriverConfig:
     heartbeat_ticks: int = 1
     compact_after_entries: int = 10_000  # compact once this many applied entries are kept
     compact_keep_entries: int = 1_000  # keep a tail so slow followers need no snapshot
+    # The same two bounds in bytes (Entry.size_bytes): entries can be 8 B or 8 MiB, so a count
+    # alone does not bound memory. Compaction starts when either "after" bound is reached and
+    # keeps a tail within both "keep" bounds.
+    compact_after_bytes: int = 16 * 1024 * 1024
+    compact_keep_bytes: int = 4 * 1024 * 1024
     seed: int | None = None  # election jitter seed; None draws one from the OS
+
+    def __post_init__(self) -> None:
+        # A tail as large as the trigger would make every round try to compact and find nothing.
+        if not 0 <= self.compact_keep_bytes < self.compact_after_bytes:
+            raise ValueError("compact_keep_bytes must be below compact_after_bytes")
+        if self.compact_keep_entries < 0 or self.compact_after_entries < 1:
+            raise ValueError("compact_after_entries must be >= 1 and compact_keep_entries >= 0")
 
 
 class RaftDriver:
@@ -132,6 +145,7 @@ class RaftDriver:
         self._read_ids = itertools.count(1)
         self._running = False
         self._core: Raft | None = None
+        self._stage: ApplyStage | None = None
         self._synced_term_vote: tuple[int, str] = (0, "")
         self.decode_errors = 0
 
@@ -156,9 +170,11 @@ class RaftDriver:
                          election_ticks=self.config.election_ticks,
                          heartbeat_ticks=self.config.heartbeat_ticks)
         self._core = Raft(cfg, state, applied=applied)
+        self._stage = ApplyStage(self.app, self._core.log.applied, self._on_applied)
         self._synced_term_vote = (state.hard_state.term, state.hard_state.vote)
         self._running = True
         self._tasks = [asyncio.create_task(self._run_loop(), name=f"raft-{self.config.node_id}"),
+                       asyncio.create_task(self._run_applier(), name="raft-apply"),
                        asyncio.create_task(self._run_ticker(), name="raft-ticker")]
 
     def _finish_interrupted_install(self, pending: SnapshotMeta, done: bool) -> None:
@@ -173,12 +189,15 @@ class RaftDriver:
         if not self._tasks:
             self.store.close()
             return
-        loop_task, others = self._tasks[0], self._tasks[1:]
-        # The loop is not cancelled: it may be inside a disk write running in a thread, and
-        # closing the store under that thread would corrupt it. It exits after this round.
+        loop_task, apply_task, others = self._tasks[0], self._tasks[1], self._tasks[2:]
+        # Neither the loop nor the apply stage is cancelled: either may be inside a disk write
+        # running in a thread, and closing a store under that thread would corrupt it. The
+        # loop exits after this round, the stage after its app call in progress.
+        assert self._stage is not None
+        self._stage.stop_soon()
         for task in others:
             task.cancel()
-        await asyncio.wait([loop_task])
+        await asyncio.wait([loop_task, apply_task])
         for task in self._tasks:
             try:
                 await task
@@ -289,6 +308,14 @@ class RaftDriver:
         return RaftStatus(core.id, core.role.value, core.term, core.lead, core.log.committed,
                           self.app.applied_index(), progress, core.log.last_index())
 
+    def applied_index(self) -> int:
+        """The last log index the apply stage has finished (entries the app never sees count)."""
+        return self._stage.applied if self._stage is not None else 0
+
+    def log_size_bytes(self) -> int:
+        """Bytes of Raft log entries held in memory (what compact_after_bytes bounds)."""
+        return self._core.log.size_bytes() if self._core is not None else 0
+
     def _require_core(self) -> Raft:
         if self._core is None or not self._running:
             raise DriverStopped()
@@ -314,11 +341,27 @@ class RaftDriver:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            # A broken invariant is a bug of ours: stop loudly rather than limp on.
-            log.critical("raft loop of %s stopped: %r", self.config.node_id, exc)
-            self._running = False
-            self._fail_waiters(exc)
+            self._stopped_by(exc, "raft loop")
             raise
+
+    async def _run_applier(self) -> None:
+        assert self._stage is not None
+        try:
+            await self._stage.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._stopped_by(exc, "apply stage")
+            raise
+
+    def _stopped_by(self, exc: BaseException, where: str) -> None:
+        # A broken invariant or a failing app is a bug of ours: stop loudly rather than limp on.
+        log.critical("%s of %s stopped: %r", where, self.config.node_id, exc)
+        self._running = False
+        if self._stage is not None:
+            self._stage.stop_soon()
+        self._wakeup.set()
+        self._fail_waiters(exc)
 
     async def _loop_rounds(self, core: Raft) -> None:
         while self._running:
@@ -335,10 +378,11 @@ class RaftDriver:
                 rd = core.ready()
                 await self._handle_ready(core, rd)
                 core.advance(rd)
-                self._resolve_reads(core)
+                self._resolve_reads()
             if self._inbox:
                 self._wakeup.set()
-            await self._maybe_compact(core)
+            if self._running:
+                await self._maybe_compact(core)
 
     def _may_send_before_persisting(self, core: Raft, rd: Ready) -> bool:
         """A leader's APPENDs may overlap its own disk write (Raft thesis §10.2.1): the core
@@ -355,7 +399,9 @@ class RaftDriver:
             for m in rd.messages:
                 self._send(core, m)
         if rd.snapshot_to_install is not None:
-            await loop.run_in_executor(None, self._install_snapshot, rd)
+            assert self._stage is not None
+            await self._stage.install(functools.partial(self._install_snapshot, rd),
+                                      rd.snapshot_to_install.index)
         elif rd.hard_state is not None or rd.entries_to_persist:
             # Raft's durability rule: on disk (fsync) before any message that depends on it.
             # A Ready that only moves the commit index needs no fsync: commit is a hint that
@@ -371,10 +417,11 @@ class RaftDriver:
         if not sent_early:
             for m in rd.messages:
                 self._send(core, m)
-        entries = [e for e in rd.committed_entries if e.type == EntryType.NORMAL and e.data]
-        if entries:
-            await loop.run_in_executor(None, self.app.apply, entries)
-        self._resolve_proposals(rd.committed_entries)
+        if rd.committed_entries:
+            # Applied by the stage, in order, while this loop goes on replicating; proposals
+            # and reads on these entries resolve once the stage reports them applied.
+            assert self._stage is not None
+            await self._stage.put(rd.committed_entries)
         for rs in rd.read_states:
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
@@ -422,7 +469,13 @@ class RaftDriver:
         self._commands.append(functools.partial(core.report_snapshot, to, ok))
         self._wakeup.set()
 
-    def _resolve_proposals(self, committed: tuple[Entry, ...]) -> None:
+    def _on_applied(self, entries: list[Entry]) -> None:
+        """The stage finished a run: what waited on it may go, and the log may compact."""
+        self._resolve_proposals(entries)
+        self._resolve_reads()
+        self._wakeup.set()
+
+    def _resolve_proposals(self, committed: list[Entry]) -> None:
         for e in committed:
             pending = self._proposals.pop(e.index, None)  # (term proposed in, future)
             if pending is None:
@@ -435,23 +488,33 @@ class RaftDriver:
             else:
                 fut.set_exception(ProposalLost(f"index {e.index} taken by term {e.term}"))
 
-    def _resolve_reads(self, core: Raft) -> None:
+    def _resolve_reads(self) -> None:
         if not self._read_waits:
             return
+        applied = self.applied_index()
         still = []
         for index, fut in self._read_waits:
             if fut.done():
                 continue
-            if index <= core.log.applied:
+            if index <= applied:
                 fut.set_result(index)
             else:
                 still.append((index, fut))
         self._read_waits = still
 
     async def _maybe_compact(self, core: Raft) -> None:
-        applied = min(self.app.applied_index(), core.log.applied, core.log.stable_index)
-        target = applied - self.config.compact_keep_entries
-        if target - core.log.snapshot.index < self.config.compact_after_entries:
+        """Forget applied entries once they pass either bound (entries or bytes), never beyond
+        what the app has durably applied: a restart replays the log from the app's index."""
+        cfg, log_ = self.config, core.log
+        applied = max(log_.snapshot.index,
+                      min(self.app.applied_index(), self.applied_index(), log_.stable_index))
+        over_count = (applied - cfg.compact_keep_entries - log_.snapshot.index
+                      >= cfg.compact_after_entries)
+        if not over_count and log_.bytes_through(applied) < cfg.compact_after_bytes:
+            return
+        target = log_.compaction_target(applied, cfg.compact_keep_entries,
+                                        cfg.compact_keep_bytes)
+        if target <= log_.snapshot.index:
             return
         meta = core.compact(target)
         await asyncio.get_running_loop().run_in_executor(None, self.store.compact, meta)

@@ -4,6 +4,9 @@ Tracks what is persisted (stable), committed and handed to the application; pure
 
 from __future__ import annotations
 
+import bisect
+import itertools
+
 from consensus.messages import ConfState, Entry, SnapshotMeta
 
 
@@ -26,6 +29,11 @@ class RaftLog:
               "stored entries are not contiguous after the snapshot")
         self.snapshot = snapshot
         self.entries = list(entries)
+        # Byte accounting, so compaction can be bounded in bytes with O(1) queries: _ends[i] is
+        # the running total of size_bytes() up to and including entries[i], counted from an
+        # arbitrary origin; _floor is that total at the compaction point.
+        self._floor = 0
+        self._ends = list(itertools.accumulate(e.size_bytes() for e in self.entries))
         # The app only applies committed entries, so its applied index bounds commit from
         # below even when the latest commit index was written without fsync.
         self.committed = max(committed, applied, snapshot.index)
@@ -53,6 +61,32 @@ class RaftLog:
         if index < self.snapshot.index or index > self.last_index():
             return None
         return self.entries[index - self.snapshot.index - 1].term
+
+    def bytes_through(self, index: int) -> int:
+        """Bytes (Entry.size_bytes) held in memory for the entries (snapshot.index, index]."""
+        check(self.snapshot.index <= index <= self.last_index(), "bytes_through outside the log")
+        if index == self.snapshot.index:
+            return 0
+        return self._ends[index - self.snapshot.index - 1] - self._floor
+
+    def size_bytes(self) -> int:
+        """Bytes of every entry held in memory (applied or not)."""
+        return self.bytes_through(self.last_index())
+
+    def compaction_target(self, applied: int, keep_entries: int, keep_bytes: int) -> int:
+        """The highest index at or below applied that can be compacted while keeping a tail
+        (target, applied] of at most keep_entries entries and at most keep_bytes bytes."""
+        check(self.snapshot.index <= applied <= self.last_index(), "applied outside the log")
+        by_count = applied - keep_entries
+        # The smallest t with bytes (t, applied] <= keep_bytes: running total at t must reach
+        # total(applied) - keep_bytes. _ends is non-decreasing (sizes are positive).
+        total_at_applied = self._floor + self.bytes_through(applied)
+        first = bisect.bisect_left(self._ends, total_at_applied - keep_bytes,
+                                   0, applied - self.snapshot.index)
+        by_bytes = self.snapshot.index + first + 1
+        if total_at_applied - keep_bytes <= self._floor:
+            by_bytes = self.snapshot.index  # the whole applied part fits in the tail
+        return max(self.snapshot.index, min(applied, max(by_count, by_bytes)))
 
     def match_term(self, index: int, term: int) -> bool:
         return self.term(index) == term
@@ -128,6 +162,11 @@ class RaftLog:
         check(after >= self.committed, f"truncating committed entries (after={after})")
         check(after <= self.last_index(), "appending with a gap")
         del self.entries[after - self.snapshot.index:]
+        del self._ends[after - self.snapshot.index:]
+        total = self._ends[-1] if self._ends else self._floor
+        for e in entries:
+            total += e.size_bytes()
+            self._ends.append(total)
         self.entries.extend(entries)
         self.stable_index = min(self.stable_index, after)
 
@@ -168,6 +207,8 @@ class RaftLog:
         """Drop everything and start after a received snapshot (installed on the next Ready)."""
         self.snapshot = snapshot
         self.entries = []
+        self._ends = []
+        self._floor = 0
         self.committed = snapshot.index
         self.stable_index = snapshot.index
         self.pending_snapshot = snapshot
@@ -184,6 +225,9 @@ class RaftLog:
         term = self.term(index)
         check(term is not None, "compacting an unknown index")
         assert term is not None
-        self.entries = self.entries[index - self.snapshot.index:]
+        dropped = index - self.snapshot.index
+        self._floor = self._ends[dropped - 1]
+        self.entries = self.entries[dropped:]
+        self._ends = self._ends[dropped:]
         self.snapshot = SnapshotMeta(index, term, conf)
         return self.snapshot

@@ -42,9 +42,13 @@ class ConsensusConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     # The Raft log is held in memory until compacted: compact once this many applied entries
-    # are kept, keeping a tail so a follower briefly behind needs no snapshot.
+    # (or bytes of them) are kept, keeping a tail within both keep bounds so a follower briefly
+    # behind needs no snapshot. The byte bound is what holds memory when entries are large
+    # (seeding writes ~268 KB batches); the count bound when they are small.
     compact_after_entries: int = 1_000
     compact_keep_entries: int = 200
+    compact_after_bytes: int = 16 * 1024 * 1024
+    compact_keep_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ def _validate_limits(batching: BatchingConfig, mempool: MempoolConfig, consensus
         raise ConfigError("mempool.max_txs must be at least batching.max_txs")
     if consensus.election_ticks <= 2 * consensus.heartbeat_ticks:
         raise ConfigError("consensus.election_ticks must exceed twice consensus.heartbeat_ticks")
+    if consensus.compact_keep_bytes >= consensus.compact_after_bytes:
+        raise ConfigError("consensus.compact_keep_bytes must be below consensus.compact_after_bytes")
 
 
 def _port(value: Any, where: str) -> int:

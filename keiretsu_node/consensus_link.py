@@ -45,6 +45,8 @@ class ConsensusLink:
                 heartbeat_ticks=config.consensus.heartbeat_ticks,
                 compact_after_entries=config.consensus.compact_after_entries,
                 compact_keep_entries=config.consensus.compact_keep_entries,
+                compact_after_bytes=config.consensus.compact_after_bytes,
+                compact_keep_bytes=config.consensus.compact_keep_bytes,
             ),
             self.log_store,
             transport,

@@ -68,26 +68,45 @@ def snapshot_chunks(store: LedgerStore) -> tuple[AppliedPosition, Iterator[bytes
 
 
 class SnapshotWriter:
-    """Receives snapshot chunks into a fresh database beside the live one."""
+    """Receives snapshot bytes into a fresh database beside the live one.
+
+    The bytes are a stream of msgpack documents (lists of [key, value] pairs, as
+    snapshot_chunks() makes them), but the transport re-splits that stream at its own chunk
+    size (consensus/snapshot_transfer.py): a chunk arriving here may end inside a document, so
+    documents are decoded from the stream, not one per chunk.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / INCOMING_DIR
         if self.path.exists():
             shutil.rmtree(self.path)
         self.store = LedgerStore(self.path)
+        # max_buffer_size bounds one document (and so memory) whatever a peer sends.
+        self._unpacker = msgpack.Unpacker(raw=True, max_buffer_size=MAX_SNAPSHOT_CHUNK_BYTES,
+                                          max_bin_len=MAX_SNAPSHOT_CHUNK_BYTES)
+        self._fed_bytes = 0
 
-    def write(self, chunk: bytes) -> None:
-        if len(chunk) > MAX_SNAPSHOT_CHUNK_BYTES:
-            raise SnapshotError("snapshot chunk too large")
+    def write(self, data: bytes) -> None:
         try:
-            pairs = msgpack.unpackb(chunk, raw=True, max_bin_len=MAX_SNAPSHOT_CHUNK_BYTES)
+            self._unpacker.feed(data)
+            self._fed_bytes += len(data)
+            for pairs in self._unpacker:
+                self._write_pairs(pairs)
+        except SnapshotError:
+            raise
         except Exception as exc:  # msgpack raises several unrelated types for bad input
-            raise SnapshotError(f"damaged snapshot chunk: {exc}") from exc
+            raise SnapshotError(f"damaged snapshot data: {exc}") from exc
+
+    def _write_pairs(self, pairs: object) -> None:
+        if not isinstance(pairs, list):
+            raise SnapshotError("snapshot document is not a list of pairs")
         with self.store.db.write_batch() as batch:
             for key, value in pairs:
                 batch.put(bytes(key), bytes(value))
 
     def finish(self) -> None:
+        if self._unpacker.tell() != self._fed_bytes:
+            raise SnapshotError("snapshot ends inside a document")
         # Sync everything written so far before the directory swap makes it the live store.
         self.store.db.put(b"m:snapshot-installed", b"1", sync=True)
         self.store.close()
@@ -134,9 +153,13 @@ class LedgerApp:
     def install_snapshot(self, index: int, term: int, chunks: Iterator[bytes]) -> None:
         """Replace the whole ledger with a snapshot taken at (index, term) on another node."""
         writer = SnapshotWriter(self.data_dir)
-        for chunk in chunks:
-            writer.write(chunk)
-        writer.finish()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.finish()
+        except BaseException:
+            writer.store.close()  # the incoming directory is removed by the next attempt
+            raise
         incoming = LedgerStore(writer.path)
         position = incoming.position
         incoming.close()

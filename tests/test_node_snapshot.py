@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from contracts.registry import default_registry
-from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
+from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, SnapshotError, recover_dirs
 from ledger.executor import Executor
 from ledger.sandbox import make_sandbox
 from ledger.store import LedgerStore
@@ -57,3 +59,19 @@ def test_a_crash_between_the_two_renames_of_an_install_is_finished_at_start(tmp_
     reopened = LedgerStore(data / LEDGER_DIR)
     assert reopened.position == position
     reopened.close()
+
+
+def test_a_snapshot_re_split_in_transit_installs_and_a_truncated_one_is_refused(tmp_path: Path) -> None:
+    """The transfer re-splits the app's stream at its own chunk size (snapshot_transfer.py):
+    a chunk may end inside a document. Installing must not depend on where the cuts fall."""
+    box = make_sandbox(holders=2)
+    leader, leader_exec = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, follower_exec = _node_ledger(tmp_path / "follower", box.genesis)
+    index, term, chunks = leader.snapshot()
+    stream = b"".join(chunks)
+    pieces = [stream[i:i + 97] for i in range(0, len(stream), 97)]  # cuts inside documents
+    assert len(pieces) > 2
+    with pytest.raises(SnapshotError):
+        follower.install_snapshot(index, term, iter(pieces[:-1]))
+    follower.install_snapshot(index, term, iter(pieces))
+    assert follower_exec.store.position == leader_exec.store.position
