@@ -3,7 +3,8 @@
 Part of keiretsu_node/. With KEIRETSU_MEMTRACE=<file> in its environment a node traces its Python
 allocations and rewrites <file> every MEMTRACE_INTERVAL_S with its RSS and the allocation sites
 holding the most; the rest of RSS is C memory (LevelDB, libsodium, OpenSSL) and the allocator's.
-Tracing costs CPU: figures from a traced run are for memory, not speed.
+Tracing costs CPU and memory, and each snapshot makes a transient peak: a traced run tells where
+memory goes, not how fast a node is or how high its peak RSS would be.
 """
 
 from __future__ import annotations
