@@ -1,7 +1,7 @@
 """How a node's process uses the C allocator (glibc malloc): fewer arenas, memory handed back.
 
 Part of keiretsu_node/. Measured at 100,000 accounts (keiretsu_node/memtrace.py and
-/proc/<pid>/smaps): of ~280 MiB resident per node only ~50 MiB were live Python objects; the rest
+/proc/<pid>/smaps, tracing on): of ~280 MiB resident per node ~50 MiB were live Python objects; the rest
 was glibc's per-thread arenas (LevelDB's compaction thread, the Raft log writer and signature
 threads each get one) and pymalloc and heap pages kept after large batches were freed. These
 settings are process-wide and harmless where glibc is absent (they are then skipped).
