@@ -209,6 +209,10 @@ def print_report(result: dict[str, Any]) -> None:
     console.print(f"[bold]Keiretsu network bench[/bold]: {result['network']['nodes']} nodes, "
                   f"{seed['accounts']:,} accounts seeded in {seed['seconds']} s "
                   f"({seed['accounts_per_s']:,} accounts/s)")
+    cpu = seed.get("nodes_cpu_s") or {}
+    if cpu.get("admit") is not None:
+        console.print(f"  seeding: admissions {seed['admit_s']} s, funding {seed['fund_s']} s; the nodes' CPU "
+                      f"{cpu['admit']} + {cpu['fund']} CPU-s (summed over the nodes)")
     table = Table()
     for header in PHASE_HEADERS:
         table.add_column(header, justify="left" if header == "phase" else "right")
@@ -358,6 +362,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds excluded from each phase's figures")
     p.add_argument("--batch-max-txs", type=int, default=BatchingConfig.max_txs)
     p.add_argument("--batch-timeout-ms", type=int, default=BatchingConfig.timeout_ms)
+    p.add_argument("--compact-after-entries", type=int, default=ConsensusConfig.compact_after_entries,
+                   help="nodes compact their in-memory Raft log past this many applied entries")
     p.add_argument("--no-fsync", action="store_true", help="for comparison only: targets are with fsync")
     p.add_argument("--sweep", help="accounts=1000,100000,1000000 or nodes=3,5 (closed loop per point)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for bench.json and bench.png")
@@ -382,8 +388,17 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
         concurrency=args.concurrency, request_txs=args.request_txs, open_rate_tps=args.rate,
         open_s=args.open_duration, warmup_s=args.warmup,
         batching=replace(BatchingConfig(), max_txs=args.batch_max_txs, timeout_ms=args.batch_timeout_ms),
-        consensus=ConsensusConfig(), fsync=not args.no_fsync, profile_dir=args.profile, work_dir=args.work_dir,
-        keep=args.keep)
+        consensus=_consensus(args.compact_after_entries), fsync=not args.no_fsync, profile_dir=args.profile,
+        work_dir=args.work_dir, keep=args.keep)
+
+
+def _consensus(compact_after_entries: int) -> ConsensusConfig:
+    """Raft settings; a low compaction threshold shows the rest of a node's memory (see PERFORMANCE.md)."""
+    default = ConsensusConfig()
+    if compact_after_entries < 1:
+        raise BenchError("--compact-after-entries must be ≥ 1")
+    keep = min(default.compact_keep_entries, max(1, compact_after_entries // 5))
+    return replace(default, compact_after_entries=compact_after_entries, compact_keep_entries=keep)
 
 
 def _sweep_axis(text: str) -> tuple[str, list[int]]:

@@ -27,6 +27,7 @@ import aiohttp
 import msgpack
 import nacl.signing
 
+from contracts.participants import MAX_ADMITS_PER_TX
 from ledger.keys import address_of
 from ledger.tx import TxBody, sign
 
@@ -38,11 +39,15 @@ REQUEST_TIMEOUT_S = 120.0
 COMMIT_WAIT_MS = 30_000
 SEED_REQUEST_TXS = 1_000
 SEED_INFLIGHT_REQUESTS = 4
-SEED_FUNDING_REQUEST_TXS = 16  # each funds 32 accounts with 64 legs: 1,024 legs per request
+# participants.MAX_ADMITS_PER_TX: one operator-signed admit_many (~28 KiB) admits 256 accounts, so
+# a 1M network needs 3,907 admission transactions instead of 1,000,000 (1M admits took 960 s).
+ADMITS_PER_TX = MAX_ADMITS_PER_TX
+SEED_ADMIT_REQUEST_TXS = 4  # 1,024 accounts (~118 KiB) per request
+SEED_FUNDING_REQUEST_TXS = 8  # 64 legs each: 512 legs per request
 SEED_BUSY_RETRIES = 20
 SEED_POLL_TIMEOUT_S = 300.0
 SEED_POLL_INTERVAL_S = 0.2
-LEGS_PER_FUNDING_TX = 64  # settlement.MAX_BATCH_LEGS: one cash and one security leg per account
+LEGS_PER_FUNDING_TX = 64  # settlement.MAX_BATCH_LEGS: a cash leg per account, and a share leg if traded
 TX_LIFETIME_MS = 50 * 60 * 1000  # under the ledger's 60-minute limit
 CASH_EACH_MINOR = 10**9
 SHARES_EACH = 10**6
@@ -51,6 +56,7 @@ SAMPLE_INTERVAL_S = 1.0
 PARALLEL_SIGN_MIN_TXS = 4_000
 SIGN_CHUNK_TXS = 2_000
 WORKLOADS = ("transfer", "dvp", "order")
+SHARE_WORKLOADS = frozenset({"dvp", "order"})  # the workloads that need every account to hold shares
 PROFILE_SAMPLES_PER_S = 50
 PROFILER_STOP_TIMEOUT_S = 30.0
 
@@ -245,10 +251,17 @@ async def _submit_all(net: Network, raws: list[bytes], what: str, per_request: i
     async def worker() -> None:
         for chunk in queue:
             for attempt in range(SEED_BUSY_RETRIES):
-                results = await net.submit(chunk)
+                try:
+                    results = await net.submit(chunk)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    # A dropped connection says nothing about the batch: send it again; what had
+                    # already arrived comes back DUPLICATE and is looked up below.
+                    _log(f"{what}: {type(exc).__name__} ({exc}); resending {len(chunk)} txs")
+                    results = [{"code": "BUSY"}] * len(chunk)
                 busy = [raw for raw, r in zip(chunk, results, strict=False) if r.get("code") == "BUSY"]
                 for r in results:
-                    if r.get("accepted") and r.get("status") == "pending":
+                    resent = r.get("code") == "DUPLICATE" and r.get("tx_id")
+                    if resent or (r.get("accepted") and r.get("status") == "pending"):
                         r = await net.wait_committed(r["tx_id"], SEED_POLL_TIMEOUT_S)
                     if not _committed_valid(r) and r.get("code") != "BUSY":
                         failures.append(r)
@@ -308,19 +321,20 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
                (OPERATOR,), next(nonce))]), "fund treasury and open the book")
     addresses = await derive_addresses(label, n)
     key_s = time.perf_counter() - started
-    admits = [TxPlan("participants", "admit", {"address": a, "name": "", "roles": ["investor"],
-                                               "kyc_hash": bytes(32)}, (OPERATOR,), next(nonce)) for a in addresses]
-    submit_from = time.perf_counter()
-    await _submit_all(net, signed(admits), "admitting accounts")
-    admitted = time.perf_counter()
-    per_tx = LEGS_PER_FUNDING_TX // 2
-    funding = []
-    for i in range(0, n, per_tx):
-        legs = []
-        for a in addresses[i:i + per_tx]:
-            legs.append({"asset": currency, "source": role_addr[TREASURY], "target": a, "quantity": CASH_EACH_MINOR})
-            legs.append({"asset": isin, "source": role_addr[TREASURY], "target": a, "quantity": SHARES_EACH})
-        funding.append(TxPlan("settlement", "batch", {"legs": legs}, (TREASURY,), next(nonce)))
+    admits = [TxPlan("participants", "admit_many", {"accounts": [
+        {"address": a, "name": "", "roles": ["investor"], "kyc_hash": bytes(32)}
+        for a in addresses[i:i + ADMITS_PER_TX]]}, (OPERATOR,), next(nonce)) for i in range(0, n, ADMITS_PER_TX)]
+    submit_from, cpu_from = time.perf_counter(), _nodes_cpu_s(spec)
+    await _submit_all(net, signed(admits), "admitting accounts", SEED_ADMIT_REQUEST_TXS)
+    admitted, cpu_admitted = time.perf_counter(), _nodes_cpu_s(spec)
+    # Shares only when the mix trades them: a transfer-only run funds cash alone, half the legs
+    # (a leg costs ~90 us of executor CPU per node, the bulk of seeding).
+    assets = [(currency, CASH_EACH_MINOR)] + ([(isin, SHARES_EACH)] if SHARE_WORKLOADS & set(spec["mix"]) else [])
+    per_tx = LEGS_PER_FUNDING_TX // len(assets)
+    funding = [TxPlan("settlement", "batch", {"legs": [
+        {"asset": asset, "source": role_addr[TREASURY], "target": a, "quantity": quantity}
+        for a in addresses[i:i + per_tx] for asset, quantity in assets]}, (TREASURY,), next(nonce))
+        for i in range(0, n, per_tx)]
     await _submit_all(net, signed(funding), "funding accounts", SEED_FUNDING_REQUEST_TXS)
     total = time.perf_counter() - started
     height = (await net.status())["height"]
@@ -328,8 +342,24 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
             "report": {"accounts": n, "seconds": round(total, 2), "key_derivation_s": round(key_s, 2),
                        "admit_s": round(admitted - submit_from, 2),
                        "fund_s": round(time.perf_counter() - admitted, 2), "signing": signing,
+                       "funded_assets": [asset for asset, _ in assets],
+                       # CPU of the nodes, summed (None against a network the bench did not start):
+                       # moves much less with outside load than the seconds above do.
+                       "nodes_cpu_s": {"admit": _cpu_delta(cpu_from, cpu_admitted),
+                                       "fund": _cpu_delta(cpu_admitted, _nodes_cpu_s(spec))},
                        "txs": len(admits) + len(funding) + 8, "blocks": height,
                        "accounts_per_s": int(n / max(total, 1e-9))}}
+
+
+def _nodes_cpu_s(spec: dict[str, Any]) -> float | None:
+    """CPU seconds of the bench's nodes so far, summed; None if it did not start them."""
+    pids = spec.get("pids") or {}
+    found = [proc_cpu_s(int(pid)) for pid in pids.values()]
+    return sum(f for f in found if f is not None) if pids else None
+
+
+def _cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else round(after - before, 2)
 
 
 async def derive_addresses(label: str, n: int) -> list[str]:

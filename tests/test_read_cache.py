@@ -1,0 +1,54 @@
+"""ReadCache keeps the keys every block reads across a turnover, and never serves a stale value."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.state import MemoryState, ReadCache
+
+
+class CountingState(MemoryState):
+    def __init__(self, items: dict[bytes, bytes]) -> None:
+        super().__init__(items)
+        self.reads: dict[bytes, int] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return super().get(key)
+
+
+def test_a_key_read_in_every_block_survives_the_turnovers() -> None:
+    store = CountingState({b"currency": b"MXN", **{b"k%d" % i: b"v" for i in range(1000)}})
+    cache = ReadCache(store, max_entries=20)
+    for i in range(1000):
+        assert cache.get(b"currency") == b"MXN"
+        assert cache.get(b"k%d" % i) == b"v"
+    assert store.reads[b"currency"] == 1
+    assert len(cache) <= 20
+
+
+KEYS = st.binary(min_size=1, max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(KEYS, st.binary(max_size=3)),
+       st.lists(st.one_of(st.tuples(st.just("read"), KEYS),
+                          st.tuples(st.just("commit"), st.dictionaries(KEYS, st.none() | st.binary(max_size=3),
+                                                                       max_size=4))), max_size=40),
+       st.integers(min_value=1, max_value=6))
+def test_reads_always_equal_the_store(base, steps, max_entries):
+    store = MemoryState(base)
+    cache = ReadCache(store, max_entries=max_entries)
+    for kind, arg in steps:
+        if kind == "read":
+            assert cache.get(arg) == store.get(arg)
+            continue
+        for key, value in arg.items():
+            if value is None:
+                store.items.pop(key, None)
+            else:
+                store.items[key] = value
+        cache.committed(dict(arg))
+        assert len(cache) <= 2 * max(1, max_entries // 2) + max(0, len(arg))
+    assert all(cache.get(k) == store.get(k) for k in set(base) | set(store.items))
