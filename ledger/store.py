@@ -97,7 +97,7 @@ def history_keys(subjects: list[str], height: int, kind: int, index: int) -> lis
 
 
 # Cached: a block lists the same accounts and assets under many of its transactions.
-HISTORY_PREFIX_CACHE_ENTRIES = 65_536
+HISTORY_PREFIX_CACHE_ENTRIES = 8_192  # the active accounts and assets (see KEY_CACHE_ENTRIES)
 _history_prefix = functools.lru_cache(maxsize=HISTORY_PREFIX_CACHE_ENTRIES)(history_prefix)
 
 
