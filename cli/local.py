@@ -32,12 +32,15 @@ DEFAULT_API_BASE = 8100
 def run_node(config_path: Path) -> None:
     """Run one node in this process until SIGINT or SIGTERM; then stop cleanly."""
     from keiretsu_node.node import Node, NodeError
+    from ledger import gc_policy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_node(config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
+
+    gc_policy.tune_for_blocks()  # a node process executes blocks all day (ledger/gc_policy.py)
 
     async def main() -> None:
         try:

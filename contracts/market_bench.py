@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.registry import default_registry
+from ledger import gc_policy
 from ledger.executor import Executor
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
@@ -184,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    gc_policy.tune_for_blocks()  # as a node runs (keiretsu_node/node.py)
     result = run_market_bench(args.orders, args.resting, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from contracts.registry import default_registry
+from ledger import gc_policy
 from ledger.executor import Executor
 from ledger.sandbox import SANDBOX_CURRENCY, Sandbox, make_sandbox
 from ledger.store import LedgerStore
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     parser.add_argument("--json", action="store_true", help="print one JSON object per mode")
     args = parser.parse_args(argv)
+    gc_policy.tune_for_blocks()  # as a node runs (keiretsu_node/node.py)
     for verify in (False, True):
         result = run_ledger_bench(args.transfers, args.batch_size, verify, accounts=args.accounts, runs=args.runs)
         if args.json:
