@@ -187,23 +187,10 @@ def decode(data: bytes, *, max_bytes: int) -> Any:
     """Decode canonical bytes; raises CodecError for anything that is not exactly canonical."""
     if len(data) > max_bytes:
         raise CodecError(f"encoding is {len(data)} bytes, limit {max_bytes}")
-    try:
-        # Defaults: str as str, arrays as lists, every length limited by len(data) (already
-        # <= max_bytes); maps are checked as they are built.
-        value = msgpack.unpackb(data, ext_hook=_reject_ext, object_pairs_hook=_sorted_map)
-    except CodecError:
-        raise
-    except msgpack.ExtraData as exc:
-        raise CodecError("trailing bytes after the value") from exc
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise CodecError(f"not valid msgpack: {exc}") from exc
-    try:
-        # A float64 in the value puts its type byte 0xcb in the data: without that byte the
-        # float32 re-encoding cannot differ, so it is skipped (most transactions and records).
-        canonical = _PACKER.pack(value) == data and (b"\xcb" not in data or _FLOAT32_PACKER.pack(value) == data)
-    except OverflowError:  # a float64 beyond float32's range: a float, so never canonical
-        canonical = False
-    if not canonical:
+    # Defaults: str as str, arrays as lists, every length limited by len(data) (already
+    # <= max_bytes); maps are checked as they are built.
+    value = _unpack(data, object_pairs_hook=_sorted_map)
+    if not encodes_to(value, data):
         _normal(value, 0)  # names a float or a too-deep value, if that is what it is
         raise NonCanonical("not the canonical encoding")
     kind = type(value)
@@ -220,9 +207,13 @@ def unpack_unordered(data: bytes) -> Any:
     every map's keys are strings in increasing order and that nesting stays within MAX_DEPTH,
     and then `encodes_to`. Extension types are refused and container sizes bounded here, in C.
     """
+    return _unpack(data, max_array_len=MAX_CONTAINER_ITEMS, max_map_len=MAX_CONTAINER_ITEMS)
+
+
+def _unpack(data: bytes, **options: Any) -> Any:
+    """msgpack.unpackb with extension types refused and every failure a CodecError."""
     try:
-        return msgpack.unpackb(data, ext_hook=_reject_ext, max_array_len=MAX_CONTAINER_ITEMS,
-                               max_map_len=MAX_CONTAINER_ITEMS)
+        return msgpack.unpackb(data, ext_hook=_reject_ext, **options)
     except CodecError:
         raise
     except msgpack.ExtraData as exc:
@@ -232,9 +223,14 @@ def unpack_unordered(data: bytes) -> Any:
 
 
 def encodes_to(value: Any, data: bytes) -> bool:
-    """Whether data is the canonical encoding of value, a value `unpack_unordered` returned whose
-    maps the caller found sorted and whose depth it bounded (the checks `decode` makes on top)."""
+    """Whether data is the canonical encoding of a value msgpack decoded from it.
+
+    `decode` calls it after checking maps as they were built; `unpack_unordered`'s callers after
+    finding the maps sorted and the depth bounded themselves.
+    """
     try:
+        # A float64 in the value puts its type byte 0xcb in the data: without that byte the
+        # float32 re-encoding cannot differ, so it is skipped (most transactions and records).
         return _PACKER.pack(value) == data and (b"\xcb" not in data or _FLOAT32_PACKER.pack(value) == data)
     except (OverflowError, ValueError):  # a float beyond float32's range; a value nested too deeply
         return False
