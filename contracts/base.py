@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ledger import codec
 from ledger.block import Event
@@ -236,3 +236,32 @@ class Context:
         # In a system context, subjects touched since the previous event belong to this one.
         self.event_subjects.append(self.touched)
         self.touched = []
+
+
+Built = TypeVar("Built")
+
+
+class BuiltFromRecord(Generic[Built]):
+    """Objects built from one kind of record (a participant, a currency, an instrument), kept by
+    (name, encoded record): a pure function of the bytes, so never stale (see Context.record).
+
+    Bounded: cleared whole when full, which costs one rebuild per name afterwards.
+    """
+
+    def __init__(self, max_entries: int, build: Callable[[str, Any], Built]) -> None:
+        self.max_entries = max_entries
+        self._build = build
+        self._kept: dict[tuple[str, bytes], Built] = {}
+
+    def get(self, ctx: Context, key: bytes, name: str) -> Built | None:
+        """The object for the record at key (None if there is none), built at most once per bytes."""
+        encoded = ctx.state.get(key)
+        if encoded is None:
+            return None
+        found = self._kept.get((name, encoded))
+        if found is None:
+            found = self._build(name, ctx.record(key))
+            if len(self._kept) >= self.max_entries:
+                self._kept.clear()
+            self._kept[(name, encoded)] = found
+        return found

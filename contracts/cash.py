@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts import balances, compliance, participants
-from contracts.base import ADDRESS, AMOUNT, TEXT, UINT, ArgType, Context, MethodTable
+from contracts.base import ADDRESS, AMOUNT, TEXT, UINT, ArgType, BuiltFromRecord, Context, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import KEY_CACHE_ENTRIES, state_key
 
@@ -36,25 +36,13 @@ def currency_key(code: str) -> bytes:
     return state_key("currency", code)
 
 
-# Currencies by (code, encoded record): a pure function of the bytes, so never stale (see
-# Context.record); every payment reads its currency.
+# Every payment reads its currency: built once per record bytes.
 MAX_CURRENCIES_KEPT = 1024
-_CURRENCIES: dict[tuple[str, bytes], Currency] = {}
+_CURRENCIES = BuiltFromRecord(MAX_CURRENCIES_KEPT, lambda code, raw: Currency(code, raw["decimals"], raw["agent"]))
 
 
 def get_currency(ctx: Context, code: str) -> Currency | None:
-    key = currency_key(code)
-    encoded = ctx.state.get(key)
-    if encoded is None:
-        return None
-    found = _CURRENCIES.get((code, encoded))
-    if found is None:
-        raw = ctx.record(key)
-        found = Currency(code, raw["decimals"], raw["agent"])
-        if len(_CURRENCIES) >= MAX_CURRENCIES_KEPT:
-            _CURRENCIES.clear()
-        _CURRENCIES[(code, encoded)] = found
-    return found
+    return _CURRENCIES.get(ctx, currency_key(code), code)
 
 
 def require_currency(ctx: Context, code: str) -> Currency:

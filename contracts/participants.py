@@ -17,6 +17,7 @@ from contracts.base import (
     BYTES32,
     HASH32,
     TEXT,
+    BuiltFromRecord,
     Context,
     MethodTable,
     list_of,
@@ -81,26 +82,17 @@ def operator_key(address: str) -> bytes:
     return state_key("operator", address)
 
 
-# Participants by (address, encoded record): a pure function of the bytes, so never stale (see
-# Context.record). A transfer asks about the same two participants several times.
+# A transfer asks about the same two participants several times: built once per record bytes.
 MAX_PARTICIPANTS_KEPT = 16_384
-_PARTICIPANTS: dict[tuple[str, bytes], Participant] = {}
+_PARTICIPANTS = BuiltFromRecord(
+    MAX_PARTICIPANTS_KEPT,
+    lambda address, raw: Participant(address, raw["name"], tuple(raw["roles"]), raw["status"], raw["kyc_hash"],
+                                     raw["qualified"]),
+)
 
 
 def get(ctx: Context, address: str) -> Participant | None:
-    key = participant_key(address)
-    encoded = ctx.state.get(key)
-    if encoded is None:
-        return None
-    found = _PARTICIPANTS.get((address, encoded))
-    if found is None:
-        raw = ctx.record(key)
-        found = Participant(address, raw["name"], tuple(raw["roles"]), raw["status"], raw["kyc_hash"],
-                            raw["qualified"])
-        if len(_PARTICIPANTS) >= MAX_PARTICIPANTS_KEPT:
-            _PARTICIPANTS.clear()
-        _PARTICIPANTS[(address, encoded)] = found
-    return found
+    return _PARTICIPANTS.get(ctx, participant_key(address), address)
 
 
 def save(ctx: Context, participant: Participant) -> None:

@@ -24,6 +24,7 @@ from contracts.base import (
     TEXT,
     UINT,
     ArgType,
+    BuiltFromRecord,
     Context,
     MethodTable,
     list_of,
@@ -86,23 +87,13 @@ def instrument_key(isin: str) -> bytes:
     return state_key("instr", isin)
 
 
-# Instruments by (isin, encoded record): a pure function of the bytes, so never stale (see
-# Context.record); spares rebuilding an 18-field record several times per trade.
+# Spares rebuilding an 18-field record several times per trade: built once per record bytes.
 MAX_INSTRUMENTS_KEPT = 4_096
-_INSTRUMENTS: dict[tuple[str, bytes], Instrument] = {}
+_INSTRUMENTS = BuiltFromRecord(MAX_INSTRUMENTS_KEPT, Instrument.from_state)
 
 
 def get_instrument(ctx: Context, isin: str) -> Instrument | None:
-    raw = ctx.state.get(instrument_key(isin))
-    if raw is None:
-        return None
-    found = _INSTRUMENTS.get((isin, raw))
-    if found is None:
-        found = Instrument.from_state(isin, ctx.record(instrument_key(isin)))
-        if len(_INSTRUMENTS) >= MAX_INSTRUMENTS_KEPT:
-            _INSTRUMENTS.clear()
-        _INSTRUMENTS[(isin, raw)] = found
-    return found
+    return _INSTRUMENTS.get(ctx, instrument_key(isin), isin)
 
 
 def require_instrument(ctx: Context, isin: str) -> Instrument:
