@@ -105,6 +105,6 @@ class ConsensusLink:
             "leader": s.leader_id,
             "commit_index": s.commit_index,
             "applied_index": s.applied_index,
-            "last_index": s.commit_index,
+            "last_index": s.last_index,
             "progress": {peer: {"match": p.match, "next": p.next, "state": p.state} for peer, p in s.progress.items()},
         }
