@@ -8,12 +8,15 @@ stop never abandons an apply half-way, and a restart replays what was queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from consensus.apply_stage import MAX_QUEUED_RUNS, ApplyStage
+from consensus.driver import RaftDriver
 from consensus.messages import Entry, EntryType
 from tests.test_raft_driver import IDS, LoopbackNet, MemoryApp, leader_of, make_driver, wait_for
 
@@ -143,14 +146,29 @@ async def test_a_failing_app_stops_the_stage_without_stranding_the_producer() ->
         await asyncio.wait_for(st.put(run(2 + i)), GATE_TIMEOUT_S)
     assert st.applied == 0
 
-
-async def test_the_leader_keeps_committing_while_its_app_is_busy(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def gated_cluster(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[LoopbackNet, dict[str, RaftDriver], dict[str, GatedApp]]]:
+    """Three drivers on a loopback net, each over an app the test can hold inside apply();
+    afterwards every gate is opened and every driver still running is stopped."""
     net = LoopbackNet()
     apps = {i: GatedApp() for i in IDS}
     drivers = {i: make_driver(net, tmp_path, i, apps[i], seed=n) for n, i in enumerate(IDS)}
     for d in drivers.values():
         await d.start()
     try:
+        yield net, drivers, apps
+    finally:
+        for a in apps.values():
+            a.gate.set()
+        for d in drivers.values():
+            if d._running:
+                await d.stop()
+
+
+async def test_the_leader_keeps_committing_while_its_app_is_busy(tmp_path: Path) -> None:
+    async with gated_cluster(tmp_path) as (net, drivers, apps):
         leader = await leader_of(drivers)
         first = await leader.propose(b"warm")
         app = apps[leader.config.node_id]
@@ -172,21 +190,10 @@ async def test_the_leader_keeps_committing_while_its_app_is_busy(tmp_path: Path)
             await wait_for(lambda o=other: o.applied >= first + 6, "followers apply")
             assert [d for _, d in other.entries] == [b"warm", b"one"] + [
                 b"two%d" % i for i in range(5)]
-    finally:
-        for a in apps.values():
-            a.gate.set()
-        for d in drivers.values():
-            if d._running:
-                await d.stop()
 
 
 async def test_stop_during_an_apply_then_restart_replays_the_rest(tmp_path: Path) -> None:
-    net = LoopbackNet()
-    apps = {i: GatedApp() for i in IDS}
-    drivers = {i: make_driver(net, tmp_path, i, apps[i], seed=n) for n, i in enumerate(IDS)}
-    for d in drivers.values():
-        await d.start()
-    try:
+    async with gated_cluster(tmp_path) as (net, drivers, apps):
         leader = await leader_of(drivers)
         await leader.propose(b"warm")
         victim = next(i for i in IDS if i != leader.config.node_id)
@@ -208,9 +215,3 @@ async def test_stop_during_an_apply_then_restart_replays_the_rest(tmp_path: Path
         await wait_for(lambda: apps[victim].applied >= last, "replay after restart")
         want = [b"warm"] + [b"p%d" % i for i in range(8)]
         assert [d for _, d in apps[victim].entries] == want  # each once, in order
-    finally:
-        for a in apps.values():
-            a.gate.set()
-        for d in drivers.values():
-            if d._running:
-                await d.stop()
