@@ -141,13 +141,7 @@ def _deliver(ctx: Context, terms: FillTerms, seller: str, buyer: str, quantity: 
         after = balances.holder_count(ctx, isin) + 1 - (1 if held.total == quantity else 0)
         if after > terms.max_holders:
             raise ContractError(Reason.MAX_HOLDERS_REACHED, f"{isin} is limited to {terms.max_holders} holders")
-    if from_locked:
-        if held.locked < quantity:
-            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{seller} has {held.locked} locked {isin}")
-        balances.move_locked(ctx, isin, seller, buyer, quantity)
-    else:
-        held = compliance.check_spendable(ctx, seller, isin, quantity, terms.taker_freeze)
-        balances.move(ctx, isin, seller, buyer, quantity, source_balance=held)
+    _move(ctx, terms, isin, seller, buyer, quantity, from_locked, held)
 
 
 def _pay(ctx: Context, terms: FillTerms, buyer: str, seller: str, amount: int, from_locked: bool) -> None:
@@ -157,14 +151,22 @@ def _pay(ctx: Context, terms: FillTerms, buyer: str, seller: str, amount: int, f
         raise ContractError(Reason.UNKNOWN_ASSET, f"no asset {currency}")  # as asset_kind says it
     if amount <= 0:
         raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")
+    _move(ctx, terms, currency, buyer, seller, amount, from_locked, None)
+
+
+def _move(ctx: Context, terms: FillTerms, asset: str, source: str, target: str, units: int, from_locked: bool,
+          held: balances.Balance | None) -> None:
+    """One leg's movement: the maker's locked units, or the taker's spendable ones under the
+    freeze read at entry. `held`: the source's balance if the caller has just read it."""
     if from_locked:
-        held = balances.get(ctx, currency, buyer)
-        if held.locked < amount:
-            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{buyer} has {held.locked} locked {currency}")
-        balances.move_locked(ctx, currency, buyer, seller, amount)
+        if held is None:
+            held = balances.get(ctx, asset, source)
+        if held.locked < units:
+            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {asset}")
+        balances.move_locked(ctx, asset, source, target, units)
     else:
-        held = compliance.check_spendable(ctx, buyer, currency, amount, terms.taker_freeze)
-        balances.move(ctx, currency, buyer, seller, amount, source_balance=held)
+        held = compliance.check_spendable(ctx, source, asset, units, terms.taker_freeze)
+        balances.move(ctx, asset, source, target, units, source_balance=held)
 
 
 # ---------------------------------------------------------------- methods
