@@ -7,9 +7,9 @@ receipts and the state after the block, so two nodes that diverge see it at the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ledger import codec
 from ledger.merkle import merkle_root
@@ -19,6 +19,29 @@ BLOCK_FORMAT_VERSION = 1
 BLOCK_HASH_DOMAIN = b"keiretsu/block/v1\x00"
 GENESIS_PREV_HASH = bytes(32)
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
+
+Computed = TypeVar("Computed")
+
+
+class _computed_once(Generic[Computed]):  # lower case: a decorator, like cached_property
+    """functools.cached_property without its lock: Python 3.11 takes an RLock on every first
+    access, and a block's receipts are each encoded once, on the executor's thread alone.
+
+    A non-data descriptor: the value stored in the instance's __dict__ shadows it afterwards
+    (written there directly, as cached_property does, so a frozen dataclass can hold it).
+    """
+
+    def __init__(self, compute: Callable[[Any], Computed]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Computed:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = self._compute(instance)
+        instance.__dict__[self._name] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,7 @@ class Receipt:
     def to_wire(self) -> list[Any]:
         return [self.tx_id, str(self.reason), self.detail, [e.to_wire() for e in self.events]]
 
-    @cached_property
+    @_computed_once
     def encoded(self) -> bytes:
         """Canonical bytes, computed once: the results root and the stored block both need them.
 

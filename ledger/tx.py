@@ -103,6 +103,29 @@ def _is_name(value: Any, max_chars: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= max_chars and value.isascii() and value.isprintable()
 
 
+# Chain ids and contract and method names _decode_flat found good: a network has a handful, and
+# one set lookup is cheaper than the three checks (three names per transaction). Both bounds are
+# the same, so one set serves the three fields; it stops growing when full (names that are not
+# in it are still checked, just not remembered).
+MAX_KNOWN_NAMES = 1024
+_KNOWN_NAMES: set[str] = set()
+if MAX_CHAIN_ID_CHARS != MAX_NAME_CHARS:
+    raise RuntimeError("_KNOWN_NAMES holds names checked against one bound")
+
+
+def _is_known_name(value: Any) -> bool:
+    """_is_name(value, MAX_NAME_CHARS), remembering the names that pass."""
+    if type(value) is not str:
+        return False
+    if value in _KNOWN_NAMES:
+        return True
+    if not _is_name(value, MAX_NAME_CHARS):
+        return False
+    if len(_KNOWN_NAMES) < MAX_KNOWN_NAMES:
+        _KNOWN_NAMES.add(value)
+    return True
+
+
 def _body_from_wire(wire: Any) -> TxBody:
     if not isinstance(wire, list) or len(wire) != 8:
         raise TxRejected(Reason.MALFORMED, "a transaction body is an array of 8 fields")
@@ -157,8 +180,8 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
         return None
     signatures = wire[1]
     version, chain_id, contract, method, args, nonce, expires_at_ms, signers = wire[0]
-    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_name(chain_id, MAX_CHAIN_ID_CHARS)
-            or not _is_name(contract, MAX_NAME_CHARS) or not _is_name(method, MAX_NAME_CHARS)
+    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_known_name(chain_id)
+            or not _is_known_name(contract) or not _is_known_name(method)
             or type(args) is not dict or not _flat_sorted(args)
             or type(nonce) is not int or not 0 <= nonce <= MAX_NONCE
             or type(expires_at_ms) is not int or not 0 <= expires_at_ms <= MAX_NONCE
