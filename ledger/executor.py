@@ -23,6 +23,7 @@ from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
+from ledger.sigpool import SignaturePool
 from ledger.state import Overlay, ReadCache
 from ledger.store import (
     HISTORY_SYSTEM,
@@ -83,14 +84,19 @@ def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, by
     return digest.digest()
 
 
-def verify_stream(txs: list[SignedTx]) -> Iterator[bool]:
+def verify_stream(txs: list[SignedTx], processes: SignaturePool | None = None) -> Iterator[bool]:
     """Each transaction's signature verdict, in order, as soon as its chunk is checked.
 
-    Chunks are checked on the pool's threads (pynacl releases the GIL while verifying), so a
-    caller that executes transaction i meanwhile overlaps execution with the checks after it.
+    Chunks are checked in the worker processes of `processes` if it runs, else on the pool's
+    threads (pynacl releases the GIL while verifying), so a caller that executes transaction i
+    meanwhile overlaps execution with the checks after it. The threads overlap it only in
+    part: a finished check waits for the GIL the executing thread holds (docs/PERFORMANCE.md).
     """
     if len(txs) < PARALLEL_VERIFY_MIN_TXS:
         yield from (tx.verify_signatures() for tx in txs)
+        return
+    if processes is not None and processes.running:
+        yield from processes.verify_stream(txs)
         return
     futures = [_VERIFY_POOL.submit(_verify_chunk, txs[i:i + VERIFY_CHUNK_TXS])
                for i in range(0, len(txs), VERIFY_CHUNK_TXS)]
@@ -152,8 +158,12 @@ class Executor:
         verify_signatures: bool = True,
         verified_cache: VerifiedCache | None = None,
         sync: bool = True,
+        signature_pool: SignaturePool | None = None,
     ) -> None:
+        """`signature_pool`: worker processes for the signature checks, started and closed by
+        the caller; without one (or once it has stopped) they run on a thread pool."""
         self.store = store
+        self.signature_pool = signature_pool
         self.registry = registry
         self.genesis = genesis
         self.verify_signatures = verify_signatures
@@ -324,7 +334,8 @@ class Executor:
         cache = self.verified_cache
         # Decide once which to check: the cache may change under us (the mempool adds to it).
         unchecked = [cache is None or not cache.contains(tx) for tx in txs]
-        verdicts = verify_stream([tx for tx, check in zip(txs, unchecked, strict=True) if check])
+        verdicts = verify_stream([tx for tx, check in zip(txs, unchecked, strict=True) if check],
+                                 self.signature_pool)
         for check in unchecked:
             yield next(verdicts) if check else True
 
