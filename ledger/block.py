@@ -83,11 +83,27 @@ class Receipt:
     def encoded(self) -> bytes:
         """Canonical bytes, computed once: the results root and the stored block both need them.
 
-        Equal to codec.encode(self.to_wire()), assembled from its parts: every block encodes one
-        receipt per transaction, and walking the whole nest through the codec cost twice as much.
+        Equal to codec.encode(self.to_wire()). Every block encodes one receipt per transaction:
+        when each event's attributes are leaves (a transfer's, an order's), the receipt is put in
+        normal form here and packed in one call; otherwise it is assembled from encoded parts.
         """
+        reason = str(self.reason)
+        if type(self.tx_id) is bytes and type(self.detail) is str and len(self.events) <= codec.MAX_CONTAINER_ITEMS:
+            events: list[Any] = []
+            for event in self.events:
+                attrs = codec.leaf_map_normal(event.attrs) if type(event.attrs) is dict else None
+                if attrs is None or type(event.kind) is not str:
+                    break
+                events.append([event.kind, attrs])
+            else:
+                packed = codec.pack_normal([self.tx_id, reason, self.detail, events])
+                if packed is not None:
+                    return packed
+        return self._encoded_from_parts(reason)
+
+    def _encoded_from_parts(self, reason: str) -> bytes:
         return codec.encode_array([
-            codec.encode(self.tx_id), codec.encode(str(self.reason)), codec.encode(self.detail),
+            codec.encode(self.tx_id), codec.encode(reason), codec.encode(self.detail),
             codec.encode_array([event.encode() for event in self.events]),
         ])
 
