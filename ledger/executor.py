@@ -20,6 +20,7 @@ from ledger import codec
 from ledger.auth import resolve_signer
 from ledger.batch import Batch, BatchError
 from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results_root
+from ledger.frozen import built, check_buildable
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
@@ -42,6 +43,9 @@ STATE_HASH_DOMAIN = b"keiretsu/state/v1\x00"
 PARALLEL_VERIFY_MIN_TXS = 64
 VERIFY_CHUNK_TXS = 32
 _VERIFY_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="sigverify")
+
+
+check_buildable(Receipt)
 
 
 @dataclass(frozen=True)
@@ -372,4 +376,5 @@ class Executor:
         for group in ctx.event_subjects:
             subjects.extend(group)
         subjects.extend(ctx.touched)
-        return Receipt(tx.tx_id, Reason.OK, "", tuple(ctx.events)), _dedupe(subjects)
+        receipt = built(Receipt, {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "", "events": tuple(ctx.events)})
+        return receipt, _dedupe(subjects)

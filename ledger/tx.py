@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec
+from ledger.frozen import built, check_buildable
 from ledger.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, KeyPair, address_of, verify
 from ledger.reasons import Reason, TxRejected
 
@@ -84,6 +85,10 @@ class SignedTx:
         return all(
             verify(pk, message, sig) for pk, sig in zip(self.body.signers, self.signatures, strict=True)
         )
+
+
+check_buildable(TxBody)
+check_buildable(SignedTx)
 
 
 def sign(body: TxBody, keys: list[KeyPair]) -> SignedTx:
@@ -196,7 +201,8 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
             return None
     if len(set(signers)) != len(signers) or not codec.encodes_to(wire, raw):
         return None
-    body = TxBody(chain_id, contract, method, args, nonce, expires_at_ms, tuple(signers))
+    body = built(TxBody, {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
+                          "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
     return _signed(body, signatures, raw)
 
 
@@ -217,7 +223,8 @@ def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
     # slicing is cheaper than re-encoding the body.
     signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
     body_bytes = raw[1:len(raw) - signatures_bytes]
-    return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
+    return built(SignedTx, {"body": body, "signatures": tuple(signatures), "raw": raw, "body_bytes": body_bytes,
+                            "tx_id": tx_id_of(body_bytes)})
 
 
 def _decode_general(raw: bytes) -> SignedTx:
