@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ledger.keys import verify
@@ -66,6 +67,15 @@ def _serve(requests: Connection, replies: Connection) -> None:
         if request is None:
             return
         replies.send(time.process_time() if request == _CPU_REQUEST else verify_checks(request))
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the directory this `ledger` package was imported from
+    first on the path: the workers run the same code as the executor that feeds them."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(part for part in (root, env.get("PYTHONPATH")) if part)
+    return env
 
 
 class PoolBroken(Exception):
@@ -120,7 +130,7 @@ class SignaturePool:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ledger.sigpool", str(request_read), str(reply_write)],
-                pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(request_read, reply_write), stdin=subprocess.DEVNULL, close_fds=True, env=_worker_env(),
             )
         except BaseException:
             for fd in (request_read, request_write, reply_read, reply_write):
