@@ -26,8 +26,10 @@ from ledger.tx import SignedTx, signing_message
 # and a write on the executor's thread) stays small next to it.
 CHUNK_TXS = 32
 # Chunks sent ahead per worker: the work queued beyond the transaction being executed
-# (4 x 32 x ~60 µs = ~8 ms per worker), kept under a pipe's 64 KiB buffer (~140 bytes a
-# single-signer transaction) so the executor's thread never blocks on a send.
+# (4 x 32 x ~60 µs = ~8 ms per worker). For single-signer transactions (~140 bytes a check) that
+# stays under a pipe's 64 KiB buffer, so the executor's thread does not block on a send; chunks
+# of many-signer transactions may make it wait for the worker to read, never deadlock (answers
+# are a few bytes, always read in order).
 WINDOW_CHUNKS = 4
 # How long a worker may take to answer one chunk (or start) before it is treated as broken.
 REPLY_TIMEOUT_S = 30.0
