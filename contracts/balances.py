@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from contracts import entitlements
 from contracts.base import MAX_AMOUNT, Context
@@ -31,6 +31,7 @@ class Balance(NamedTuple):
 
 
 ZERO = Balance(0, 0)
+_UNREAD = object()  # _set's watch argument when the caller did not read the watch
 
 
 # Cached: every movement composes these keys several times (a C-level cache hit is cheaper).
@@ -69,8 +70,12 @@ def holder_count(ctx: Context, asset: str) -> int:
     return ctx.get(holder_count_key(asset)) or 0
 
 
-def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance) -> None:
-    """Write `new` over `old`, the balance the caller just read (nothing was written since)."""
+def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance, watch: Any = _UNREAD) -> None:
+    """Write `new` over `old`, the balance the caller just read (nothing was written since).
+
+    `watch`: the asset's entitlements watch record, if the caller read it (move reads it once
+    for its two writes); otherwise the hook reads it.
+    """
     free, locked = new.free, new.locked
     if free < 0 or locked < 0:
         raise InvariantViolation(f"negative balance of {asset} at {account}")
@@ -78,7 +83,10 @@ def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance) -> 
     old_total = old.free + old.locked
     new_total = free + locked
     # Record-time entitlements and conversion holds (contracts/entitlements.py, docs/LIFECYCLE.md).
-    entitlements.before_change(ctx, asset, account, old_total)
+    if watch is _UNREAD:
+        entitlements.before_change(ctx, asset, account, old_total)
+    elif watch is not None:
+        entitlements.before_change_watched(ctx, watch, asset, account, old_total)
     state = ctx.state
     if new_total == 0:
         state.delete(balance_key(asset, account))
@@ -144,9 +152,10 @@ def move(ctx: Context, asset: str, source: str, target: str, amount: int, *,
     old = get(ctx, asset, source) if source_balance is None else source_balance
     if old.free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {old.free} free {asset}, needs {amount}")
-    _set(ctx, asset, source, old, Balance(old.free - amount, old.locked))
+    watch = entitlements.watch_record(ctx, asset)
+    _set(ctx, asset, source, old, Balance(old.free - amount, old.locked), watch)
     held = get(ctx, asset, target)  # credit(), without checking the amount a second time
-    _set(ctx, asset, target, held, Balance(held.free + amount, held.locked))
+    _set(ctx, asset, target, held, Balance(held.free + amount, held.locked), watch)
 
 
 def move_locked(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:

@@ -77,8 +77,19 @@ def before_change(ctx: Context, asset: str, account: str, old_total: int) -> Non
     """The balances hook: keep the record-time holding of an account not yet paid; refuse
     transactions on an asset being converted (they would mix old and new units)."""
     raw = ctx.record(_watch_key(asset))
-    if raw is None:
-        return  # the common case: no open snapshot, no conversion
+    if raw is not None:  # None, the common case: no open snapshot, no conversion
+        before_change_watched(ctx, raw, asset, account, old_total)
+
+
+def watch_record(ctx: Context, asset: str) -> Any:
+    """The asset's watch as stored (None, the common case, if nothing watches it), for a caller
+    that changes several balances of the asset in a row: the hook never writes the watch, so
+    one read serves them all (balances.move: two balance writes, one read)."""
+    return ctx.record(_watch_key(asset))
+
+
+def before_change_watched(ctx: Context, raw: Any, asset: str, account: str, old_total: int) -> None:
+    """before_change, given the asset's watch record (not None) read since the last watch write."""
     if raw["held_by"] is not None and not ctx.is_system:
         raise ContractError(Reason.ASSET_PAUSED, f"{asset} is held while {raw['held_by']} converts it")
     for snapshot, cursor in raw["snapshots"].items():

@@ -7,9 +7,9 @@ receipts and the state after the block, so two nodes that diverge see it at the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ledger import codec
 from ledger.merkle import merkle_root
@@ -19,6 +19,29 @@ BLOCK_FORMAT_VERSION = 1
 BLOCK_HASH_DOMAIN = b"keiretsu/block/v1\x00"
 GENESIS_PREV_HASH = bytes(32)
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
+
+Computed = TypeVar("Computed")
+
+
+class _computed_once(Generic[Computed]):  # lower case: a decorator, like cached_property
+    """functools.cached_property without its lock: Python 3.11 takes an RLock on every first
+    access, and a block's receipts are each encoded once, on the executor's thread alone.
+
+    A non-data descriptor: the value stored in the instance's __dict__ shadows it afterwards
+    (written there directly, as cached_property does, so a frozen dataclass can hold it).
+    """
+
+    def __init__(self, compute: Callable[[Any], Computed]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Computed:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        value = self._compute(instance)
+        instance.__dict__[self._name] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -56,15 +79,31 @@ class Receipt:
     def to_wire(self) -> list[Any]:
         return [self.tx_id, str(self.reason), self.detail, [e.to_wire() for e in self.events]]
 
-    @cached_property
+    @_computed_once
     def encoded(self) -> bytes:
         """Canonical bytes, computed once: the results root and the stored block both need them.
 
-        Equal to codec.encode(self.to_wire()), assembled from its parts: every block encodes one
-        receipt per transaction, and walking the whole nest through the codec cost twice as much.
+        Equal to codec.encode(self.to_wire()). Every block encodes one receipt per transaction:
+        when each event's attributes are leaves (a transfer's, an order's), the receipt is put in
+        normal form here and packed in one call; otherwise it is assembled from encoded parts.
         """
+        reason = str(self.reason)
+        if type(self.tx_id) is bytes and type(self.detail) is str and len(self.events) <= codec.MAX_CONTAINER_ITEMS:
+            events: list[Any] = []
+            for event in self.events:
+                attrs = codec.leaf_map_normal(event.attrs) if type(event.attrs) is dict else None
+                if attrs is None or type(event.kind) is not str:
+                    break
+                events.append([event.kind, attrs])
+            else:
+                packed = codec.pack_normal([self.tx_id, reason, self.detail, events])
+                if packed is not None:
+                    return packed
+        return self._encoded_from_parts(reason)
+
+    def _encoded_from_parts(self, reason: str) -> bytes:
         return codec.encode_array([
-            codec.encode(self.tx_id), codec.encode(str(self.reason)), codec.encode(self.detail),
+            codec.encode(self.tx_id), codec.encode(reason), codec.encode(self.detail),
             codec.encode_array([event.encode() for event in self.events]),
         ])
 

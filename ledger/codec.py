@@ -133,6 +133,35 @@ def encode_leaves(items: list[Any]) -> bytes:
         raise CodecError("integer out of range") from exc
 
 
+def leaf_map_normal(value: dict[Any, Any]) -> dict[str, Any] | None:
+    """_normal's sorted copy of a map whose keys are strings and values leaves of exact types
+    (an event's attributes, most of the time); None for any other map: take the general path."""
+    if len(value) > MAX_CONTAINER_ITEMS:
+        return None
+    leaves = LEAF_TYPES
+    copy = {}
+    try:
+        ordered = sorted(value)
+    except TypeError:  # keys that do not compare: not all strings
+        return None
+    for key in ordered:
+        item = value[key]
+        if type(key) is not str or type(item) not in leaves:
+            return None
+        copy[key] = item
+    return copy
+
+
+def pack_normal(value: Any) -> bytes | None:
+    """The bytes of a value already in the form _normal returns (exact leaf types, maps sorted,
+    within the depth and size bounds): encode(value) without the walk. None if an integer is out
+    of range, so that the caller's general path names the error."""
+    try:
+        return _PACKER.pack(value)
+    except OverflowError:
+        return None
+
+
 def encode_document(value: Any, depth: int = 0) -> bytes:
     """The canonical bytes of a value whose arrays may hold more than MAX_CONTAINER_ITEMS items.
 

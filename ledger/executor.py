@@ -9,6 +9,7 @@ go to LevelDB in ONE synced write batch.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,11 @@ from ledger import codec
 from ledger.auth import resolve_signer
 from ledger.batch import Batch, BatchError
 from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results_root
+from ledger.frozen import built, check_buildable
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
+from ledger.sigpool import SignaturePool
 from ledger.state import Overlay, ReadCache
 from ledger.store import (
     HISTORY_SYSTEM,
@@ -38,9 +41,14 @@ from ledger.tx import SignedTx, decode_signed
 
 MAX_TX_LIFETIME_MS = 60 * 60 * 1000
 STATE_HASH_DOMAIN = b"keiretsu/state/v1\x00"
+_STATE_KEY_TYPES = frozenset({bytes})
+_STATE_VALUE_TYPES = frozenset({bytes, type(None)})
 PARALLEL_VERIFY_MIN_TXS = 64
 VERIFY_CHUNK_TXS = 32
 _VERIFY_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="sigverify")
+
+
+check_buildable(Receipt)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,14 @@ def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, by
     pair by pair so a block may write any number of keys (the codec caps containers it decodes).
     """
     digest = hashlib.sha256(STATE_HASH_DOMAIN + prev_state_hash + height.to_bytes(8, "big"))
+    if (len(writes) <= codec.MAX_CONTAINER_ITEMS and {type(key) for key in writes} <= _STATE_KEY_TYPES
+            and {type(value) for value in writes.values()} <= _STATE_VALUE_TYPES):
+        # Every pair is two byte strings (or a key and None): the whole array in one pack, the
+        # same bytes as the header and the pairs one by one, without a call per write.
+        packed = codec.pack_normal([[key, writes[key]] for key in sorted(writes)])
+        if packed is not None:
+            digest.update(packed)
+            return digest.digest()
     digest.update(_array_header(len(writes)))
     pair = codec.encode_leaves
     for key in sorted(writes):
@@ -83,14 +99,19 @@ def state_hash_after(prev_state_hash: bytes, height: int, writes: dict[bytes, by
     return digest.digest()
 
 
-def verify_stream(txs: list[SignedTx]) -> Iterator[bool]:
+def verify_stream(txs: list[SignedTx], processes: SignaturePool | None = None) -> Iterator[bool]:
     """Each transaction's signature verdict, in order, as soon as its chunk is checked.
 
-    Chunks are checked on the pool's threads (pynacl releases the GIL while verifying), so a
-    caller that executes transaction i meanwhile overlaps execution with the checks after it.
+    Chunks are checked in the worker processes of `processes` if it runs, else on the pool's
+    threads (pynacl releases the GIL while verifying), so a caller that executes transaction i
+    meanwhile overlaps execution with the checks after it. The threads overlap it only in
+    part: a finished check waits for the GIL the executing thread holds (docs/PERFORMANCE.md).
     """
     if len(txs) < PARALLEL_VERIFY_MIN_TXS:
         yield from (tx.verify_signatures() for tx in txs)
+        return
+    if processes is not None and processes.running:
+        yield from processes.verify_stream(txs)
         return
     futures = [_VERIFY_POOL.submit(_verify_chunk, txs[i:i + VERIFY_CHUNK_TXS])
                for i in range(0, len(txs), VERIFY_CHUNK_TXS)]
@@ -152,8 +173,12 @@ class Executor:
         verify_signatures: bool = True,
         verified_cache: VerifiedCache | None = None,
         sync: bool = True,
+        signature_pool: SignaturePool | None = None,
     ) -> None:
+        """`signature_pool`: worker processes for the signature checks, started and closed by
+        the caller; without one (or once it has stopped) they run on a thread pool."""
         self.store = store
+        self.signature_pool = signature_pool
         self.registry = registry
         self.genesis = genesis
         self.verify_signatures = verify_signatures
@@ -307,7 +332,11 @@ class Executor:
                 continue
             candidates.append((position, tx))
         seen: set[bytes] = set()
-        for (position, tx), genuine in zip(candidates, self._verdicts([tx for _, tx in candidates]), strict=True):
+        # Without checks, every verdict is True: repeat() yields them in C, where the generators
+        # of _verdicts cost two resumptions per transaction.
+        verdicts = (self._verdicts([tx for _, tx in candidates]) if self.verify_signatures
+                    else itertools.repeat(True, len(candidates)))
+        for (position, tx), genuine in zip(candidates, verdicts, strict=True):
             if not genuine:
                 dropped.append((position, Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify")))
             elif tx.tx_id in seen:
@@ -324,7 +353,8 @@ class Executor:
         cache = self.verified_cache
         # Decide once which to check: the cache may change under us (the mempool adds to it).
         unchecked = [cache is None or not cache.contains(tx) for tx in txs]
-        verdicts = verify_stream([tx for tx, check in zip(txs, unchecked, strict=True) if check])
+        verdicts = verify_stream([tx for tx, check in zip(txs, unchecked, strict=True) if check],
+                                 self.signature_pool)
         for check in unchecked:
             yield next(verdicts) if check else True
 
@@ -361,4 +391,5 @@ class Executor:
         for group in ctx.event_subjects:
             subjects.extend(group)
         subjects.extend(ctx.touched)
-        return Receipt(tx.tx_id, Reason.OK, "", tuple(ctx.events)), _dedupe(subjects)
+        receipt = built(Receipt, {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "", "events": tuple(ctx.events)})
+        return receipt, _dedupe(subjects)

@@ -103,6 +103,11 @@ class Overlay:
         if isinstance(parent, Overlay):
             self._layers: tuple[dict[bytes, bytes | None], ...] = (self.writes, *parent._layers)
             self._bottom_get = parent._bottom_get
+        elif isinstance(parent, ReadCache):
+            # The cache's young generation is one more layer (None: absent in the store too), so
+            # a read it holds costs no call; only the others go through ReadCache.get.
+            self._layers = (self.writes, parent.young)
+            self._bottom_get = parent.get
         else:
             self._layers = (self.writes,)
             self._bottom_get = parent.get
@@ -227,29 +232,34 @@ class ReadCache:
     every block (currencies, operators, the treasury) so survive a turnover, where clearing
     everything left the next blocks cold. A lookup checks young first, so a value committed
     into young shadows any older copy of the key until that copy is dropped with its generation.
+
+    `young` stays the same dict object for the cache's life (a turnover copies it into old and
+    empties it), so an Overlay over the cache keeps it as a layer of its own lookups.
     """
 
     def __init__(self, parent: StateReader, max_entries: int = READ_CACHE_ENTRIES) -> None:
         self.parent = parent
         self.max_entries = max_entries
         self._generation_entries = max(1, max_entries // 2)
-        self._young: dict[bytes, bytes | None] = {}
+        self.young: dict[bytes, bytes | None] = {}
         self._old: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._young.get(key, _UNSTAGED)
+        value = self.young.get(key, _UNSTAGED)
         if value is _UNSTAGED:
             value = self._old.get(key, _UNSTAGED)
             if value is _UNSTAGED:
                 value = self.parent.get(key)
-            if len(self._young) >= self._generation_entries:
+            if len(self.young) >= self._generation_entries:
                 self._turn_over()
-            self._young[key] = value
+            self.young[key] = value
         return value  # type: ignore[return-value]
 
     def _turn_over(self) -> None:
-        self._old = self._young
-        self._young = {}
+        # A copy, not a swap: `young` keeps its identity (Overlays hold it); once per
+        # generation of misses, so the copy costs far less than the LevelDB reads that filled it.
+        self._old = self.young.copy()
+        self.young.clear()
 
     def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return self.parent.iter_prefix(prefix, start)
@@ -259,13 +269,13 @@ class ReadCache:
         if len(writes) > self._generation_entries:
             self.clear()  # more than a generation: nothing it held is worth the copying
             return
-        if len(self._young) + len(writes) > self._generation_entries:
+        if len(self.young) + len(writes) > self._generation_entries:
             self._turn_over()
-        self._young.update(writes)
+        self.young.update(writes)
 
     def __len__(self) -> int:
-        return len(self._young) + len(self._old)
+        return len(self.young) + len(self._old)
 
     def clear(self) -> None:
-        self._young.clear()
+        self.young.clear()
         self._old.clear()

@@ -218,15 +218,16 @@ class LedgerStore:
                position: AppliedPosition, *, sync: bool = True) -> None:
         """Persist a block, its state changes, indexes and the new position in ONE write batch."""
         with self.db.write_batch(transaction=True, sync=sync) as batch:
+            put = batch.put  # bound once: ~6 writes per transaction go through here
             for key, value in writes.items():
                 if value is None:
                     batch.delete(STATE_PREFIX + key)
                 else:
-                    batch.put(STATE_PREFIX + key, value)
+                    put(STATE_PREFIX + key, value)
             if block is not None:
-                batch.put(height_key(block.height), block.encode())
+                put(height_key(block.height), block.encode())
             for key, value in index_writes.items():
-                batch.put(key, value)
+                put(key, value)
             batch.put(META_APPLIED, position.encode())
         self._position = position
 

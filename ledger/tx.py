@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec
+from ledger.frozen import built, check_buildable
 from ledger.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, KeyPair, address_of, verify
 from ledger.reasons import Reason, TxRejected
 
@@ -86,6 +87,10 @@ class SignedTx:
         )
 
 
+check_buildable(TxBody)
+check_buildable(SignedTx)
+
+
 def sign(body: TxBody, keys: list[KeyPair]) -> SignedTx:
     """Sign a body with the keys of its signers (any order); every signer must be given."""
     by_pk = {key.public_key: key for key in keys}
@@ -101,6 +106,29 @@ def sign(body: TxBody, keys: list[KeyPair]) -> SignedTx:
 
 def _is_name(value: Any, max_chars: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= max_chars and value.isascii() and value.isprintable()
+
+
+# Chain ids and contract and method names _decode_flat found good: a network has a handful, and
+# one set lookup is cheaper than the three checks (three names per transaction). Both bounds are
+# the same, so one set serves the three fields; it stops growing when full (names that are not
+# in it are still checked, just not remembered).
+MAX_KNOWN_NAMES = 1024
+_KNOWN_NAMES: set[str] = set()
+if MAX_CHAIN_ID_CHARS != MAX_NAME_CHARS:
+    raise RuntimeError("_KNOWN_NAMES holds names checked against one bound")
+
+
+def _is_known_name(value: Any) -> bool:
+    """_is_name(value, MAX_NAME_CHARS), remembering the names that pass."""
+    if type(value) is not str:
+        return False
+    if value in _KNOWN_NAMES:
+        return True
+    if not _is_name(value, MAX_NAME_CHARS):
+        return False
+    if len(_KNOWN_NAMES) < MAX_KNOWN_NAMES:
+        _KNOWN_NAMES.add(value)
+    return True
 
 
 def _body_from_wire(wire: Any) -> TxBody:
@@ -157,8 +185,8 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
         return None
     signatures = wire[1]
     version, chain_id, contract, method, args, nonce, expires_at_ms, signers = wire[0]
-    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_name(chain_id, MAX_CHAIN_ID_CHARS)
-            or not _is_name(contract, MAX_NAME_CHARS) or not _is_name(method, MAX_NAME_CHARS)
+    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_known_name(chain_id)
+            or not _is_known_name(contract) or not _is_known_name(method)
             or type(args) is not dict or not _flat_sorted(args)
             or type(nonce) is not int or not 0 <= nonce <= MAX_NONCE
             or type(expires_at_ms) is not int or not 0 <= expires_at_ms <= MAX_NONCE
@@ -173,7 +201,8 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
             return None
     if len(set(signers)) != len(signers) or not codec.encodes_to(wire, raw):
         return None
-    body = TxBody(chain_id, contract, method, args, nonce, expires_at_ms, tuple(signers))
+    body = built(TxBody, {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
+                          "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
     return _signed(body, signatures, raw)
 
 
@@ -194,7 +223,8 @@ def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
     # slicing is cheaper than re-encoding the body.
     signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
     body_bytes = raw[1:len(raw) - signatures_bytes]
-    return SignedTx(body, tuple(signatures), raw, body_bytes, tx_id_of(body_bytes))
+    return built(SignedTx, {"body": body, "signatures": tuple(signatures), "raw": raw, "body_bytes": body_bytes,
+                            "tx_id": tx_id_of(body_bytes)})
 
 
 def _decode_general(raw: bytes) -> SignedTx:
