@@ -14,6 +14,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts import participants
 from contracts.compliance import WHOLE_ACCOUNT, freeze_key
 from ledger import auth
 from ledger.state import prefix_of
@@ -37,6 +38,8 @@ def test_the_listed_prefixes_are_those_the_key_builders_make():
     assert prefix_of(auth.AUTH_NAMESPACE, "key") in SPARSE_STATE_PREFIXES
     assert auth.account_key_key(ACCOUNT).startswith(prefix_of(auth.AUTH_NAMESPACE, "acct"))
     assert prefix_of(auth.AUTH_NAMESPACE, "acct") in SPARSE_STATE_PREFIXES
+    assert participants.key_taken_key(ACCOUNT).startswith(prefix_of("key_taken"))
+    assert prefix_of("key_taken") in SPARSE_STATE_PREFIXES
 
 
 def _assert_reads_match(store: LedgerStore) -> None:
