@@ -26,7 +26,7 @@ _ADDRESS_DOMAIN = b"keiretsu/address/v1\x00"
 _CHECKSUM_DOMAIN = b"keiretsu/address-checksum/v1\x00"
 _CHECKSUM_BYTES = 4
 # Addresses recur in every block (the same accounts trade all day): remember recent ones. A
-# miss costs ~12 µs (checksum), an entry ~130 bytes: 16,384 keeps the active set, not the state.
+# miss costs ~2 µs (checksum, decoding below), an entry ~130 bytes: 16,384 keeps the active set.
 ADDRESS_CACHE_ENTRIES = 16_384
 # At 1,000,000 accounts most addresses miss that cache, so the text form is built and read
 # with C-level steps (int(…, 32), bytes.translate) instead of base64's per-5-byte Python loop:
