@@ -30,7 +30,7 @@ _CHECKSUM_BYTES = 4
 ADDRESS_CACHE_ENTRIES = 16_384
 # At 1,000,000 accounts most addresses miss that cache, so the text form is built and read
 # with C-level steps (int(…, 32), bytes.translate) instead of base64's per-5-byte Python loop:
-# 9.6 -> ~1.5 µs per uncached parse_address (docs/PERFORMANCE.md, third session). RFC 4648
+# 9.6 -> 1.9 µs per uncached parse_address (docs/PERFORMANCE.md, third session). RFC 4648
 # base32 digit d is the d-th letter of this alphabet, and int(…, 32) reads digit d as the d-th
 # of "0-9a-v": the table maps one onto the other and anything else onto a byte int() refuses.
 _BASE32_ALPHABET = b"abcdefghijklmnopqrstuvwxyz234567"
