@@ -90,3 +90,28 @@ def test_damaged_key_files_are_refused(tmp_path):
         KeyPair.load(path)
     with pytest.raises(ValueError):
         KeyPair(b"short")
+
+
+def _rfc4648_text(raw: bytes) -> str:
+    """The printable form as first specified: base64's base32 of address and checksum."""
+    import base64
+    return keys.ADDRESS_PREFIX + base64.b32encode(raw + keys._checksum(raw)).decode("ascii").rstrip("=").lower()
+
+
+@given(st.binary(min_size=20, max_size=20))
+def test_the_text_form_is_rfc4648_base32(raw):
+    assert keys.address_text(raw) == _rfc4648_text(raw)
+
+
+@given(st.binary(min_size=20, max_size=20), st.data())
+def test_the_fast_reading_accepts_exactly_what_the_explaining_one_accepts(raw, data):
+    text = keys.address_text(raw)
+    position = data.draw(st.integers(0, len(text) - 1), label="position")
+    replacement = data.draw(st.characters(max_codepoint=0x24F), label="replacement")
+    edited = text[:position] + replacement + text[position + 1:]
+    try:
+        explained: bytes | None = keys._parse_or_explain(edited)
+    except AddressError:
+        explained = None
+    assert keys._parse_canonical(edited) == explained
+    assert keys._parse_canonical(text) == raw
