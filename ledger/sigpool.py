@@ -19,8 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ledger.keys import verify
-from ledger.tx import SignedTx, signing_message
+from ledger.tx import SignedTx, signatures_verify
 
 # Transactions per message to a worker: ~2 ms of checks, so a message's cost (~20 µs of pickling
 # and a write on the executor's thread) stays small next to it.
@@ -49,13 +48,8 @@ def check_of(tx: SignedTx) -> Check:
 
 
 def verify_checks(checks: list[Check]) -> bytes:
-    """One byte per check, 1 if every signature of it verifies: SignedTx.verify_signatures's rule."""
-    return bytes(_verify_one(*check) for check in checks)
-
-
-def _verify_one(chain_id: str, body_bytes: bytes, keys: tuple[bytes, ...], sigs: tuple[bytes, ...]) -> bool:
-    message = signing_message(chain_id, body_bytes)
-    return all(verify(pk, message, sig) for pk, sig in zip(keys, sigs, strict=True))
+    """One byte per check, 1 if every signature of it verifies (SignedTx.verify_signatures's rule)."""
+    return bytes(signatures_verify(*check) for check in checks)
 
 
 def _serve(requests: Connection, replies: Connection) -> None:

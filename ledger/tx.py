@@ -62,6 +62,14 @@ def signing_message(chain_id: str, body_bytes: bytes) -> bytes:
     return hashlib.sha256(SIGNING_DOMAIN + len(chain).to_bytes(1, "big") + chain + body_bytes).digest()
 
 
+def signatures_verify(chain_id: str, body_bytes: bytes, signers: tuple[bytes, ...],
+                      signatures: tuple[bytes, ...]) -> bool:
+    """Whether every signer's signature verifies over the body's signing message: the one rule,
+    used by SignedTx.verify_signatures and by the signature workers (ledger/sigpool.py)."""
+    message = signing_message(chain_id, body_bytes)
+    return all(verify(pk, message, sig) for pk, sig in zip(signers, signatures, strict=True))
+
+
 def tx_id_of(body_bytes: bytes) -> bytes:
     return hashlib.sha256(TX_ID_DOMAIN + body_bytes).digest()
 
@@ -81,10 +89,7 @@ class SignedTx:
         return tuple(address_of(pk) for pk in self.body.signers)
 
     def verify_signatures(self) -> bool:
-        message = signing_message(self.body.chain_id, self.body_bytes)
-        return all(
-            verify(pk, message, sig) for pk, sig in zip(self.body.signers, self.signatures, strict=True)
-        )
+        return signatures_verify(self.body.chain_id, self.body_bytes, self.body.signers, self.signatures)
 
 
 check_buildable(TxBody)
