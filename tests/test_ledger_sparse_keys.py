@@ -9,8 +9,10 @@ frozen account pay. These tests compare every read with the raw store.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,31 +69,28 @@ def test_reads_through_the_index_equal_the_stores_after_every_commit_and_reopen(
             reopened.close()
 
 
-def test_a_namespace_too_big_to_index_is_read_from_leveldb():
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LedgerStore(Path(tmp))
-        try:
-            store.commit({b"freeze\x1fa\x1f*": b"1", b"freeze\x1fb\x1f*": b"1"}, None, {}, EMPTY_POSITION)
-            small = SparseKeys(store.state._db, max_keys=1)
-            assert prefix_of("freeze") not in small.indexed_prefixes()
-            assert not small.known_absent(b"freeze\x1fc\x1f*")  # not known: LevelDB is asked
-            assert prefix_of(auth.AUTH_NAMESPACE, "key") in small.indexed_prefixes()
-        finally:
-            store.close()
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
+    opened = LedgerStore(tmp_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
-def test_a_failed_commit_never_hides_a_key():
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LedgerStore(Path(tmp))
-        try:
-            store.commit({b"freeze\x1fa\x1f*": b"1"}, None, {}, EMPTY_POSITION)
-            store.db.close()  # the next write batch fails
-            try:
-                store.commit({b"freeze\x1fb\x1f*": b"1", b"freeze\x1fa\x1f*": None}, None, {}, EMPTY_POSITION)
-            except RuntimeError:
-                pass
-            # Written keys were added before the batch; the deletion was not applied to the index.
-            assert not store.state.sparse.known_absent(b"freeze\x1fb\x1f*")
-            assert not store.state.sparse.known_absent(b"freeze\x1fa\x1f*")
-        finally:
-            store.close()
+def test_a_namespace_too_big_to_index_is_read_from_leveldb(store):
+    store.commit({b"freeze\x1fa\x1f*": b"1", b"freeze\x1fb\x1f*": b"1"}, None, {}, EMPTY_POSITION)
+    small = SparseKeys(store.state._db, max_keys=1)
+    assert prefix_of("freeze") not in small.indexed_prefixes()
+    assert not small.known_absent(b"freeze\x1fc\x1f*")  # not known: LevelDB is asked
+    assert prefix_of(auth.AUTH_NAMESPACE, "key") in small.indexed_prefixes()
+
+
+def test_a_failed_commit_never_hides_a_key(store):
+    store.commit({b"freeze\x1fa\x1f*": b"1"}, None, {}, EMPTY_POSITION)
+    store.db.close()  # the next write batch fails
+    with pytest.raises(RuntimeError):
+        store.commit({b"freeze\x1fb\x1f*": b"1", b"freeze\x1fa\x1f*": None}, None, {}, EMPTY_POSITION)
+    # Written keys were added before the batch; the deletion was not applied to the index.
+    assert not store.state.sparse.known_absent(b"freeze\x1fb\x1f*")
+    assert not store.state.sparse.known_absent(b"freeze\x1fa\x1f*")
