@@ -381,6 +381,8 @@ def plan_from_args(args: argparse.Namespace) -> BenchPlan:
         raise BenchError(f"--nodes must be 1..{MAX_NODES}")
     if args.concurrency < 1 or args.request_txs < 2 or args.txs < 2:
         raise BenchError("--concurrency ≥ 1, --request-txs ≥ 2, --txs ≥ 2")
+    if args.work_dir is not None and not args.work_dir.is_dir():
+        raise BenchError(f"--work-dir {args.work_dir} is not a directory")
     modes = ("closed", "open") if args.mode == "both" else (args.mode,)
     return BenchPlan(
         nodes=args.nodes, api_urls=tuple(args.api), operator_key=args.operator_key, accounts=args.accounts,

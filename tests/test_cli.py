@@ -43,6 +43,15 @@ def test_errors_are_one_line_without_a_traceback(args: list[str], message: str) 
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench", "network", "--work-dir", "/nonexistent/dir"], "--work-dir /nonexistent/dir is not a directory"),
+    (["bench", "network", "--out", "/proc/keiretsu-bench"], "error: No such file or directory: /proc/keiretsu-bench"),
+])
+def test_bench_rejects_bad_paths_before_starting_anything(args: list[str], message: str) -> None:
+    result = keiretsu(*args)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_network_init_rejects_a_bad_config_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "net.toml"
     bad.write_text('chain_id = "x"\n[[nodes]]\nname = "a"\nhost = "127.0.0.1"\np2p_port = 99999\napi_port = 1\n')
