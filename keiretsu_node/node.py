@@ -502,10 +502,14 @@ class Node:
         futures: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         loop = asyncio.get_running_loop()
         for tx_id in tx_ids:
-            status = self.tx_status(tx_id)
-            if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
-                out[tx_id.hex()] = status
-                continue
+            # In the pool means not yet applied here, or applied but not yet reported to this
+            # loop: either way _on_block resolves the waiter, and the ledger lookup tx_status
+            # would make (one LevelDB read per transaction, nearly always a miss) is not needed.
+            if not self.mempool.contains(tx_id) or len(self._waiters) >= MAX_WAITERS:
+                status = self.tx_status(tx_id)
+                if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
+                    out[tx_id.hex()] = status
+                    continue
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             self._waiters.setdefault(tx_id, []).append(fut)
             futures[tx_id] = fut
