@@ -13,6 +13,7 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,16 @@ class BlockTrace:
         if lines:
             with open(self.path, "a", encoding="ascii") as out:
                 out.writelines(lines)
+
+    def timed(self, kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn`, each call's wall time written as a `kind` event (wrap only when the trace is on)."""
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.event(kind, ms=f"{(time.perf_counter() - started) * 1000:.2f}")
+        return call
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         # The collector runs in one thread holding the GIL: its thread CPU time is the pause's

@@ -30,3 +30,15 @@ def test_a_trace_writes_one_timed_line_per_event_and_each_collection(monkeypatch
     assert float(lines[0].split()[0]) > 0
     assert any(line.split()[1] == "gc" and "gen=0" in line for line in lines[1:])
     assert gc.callbacks.count(trace._on_gc) == 0  # stop() took its callback away
+
+
+def test_a_timed_call_returns_its_result_and_writes_its_duration(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(BLOCKTRACE_ENV, str(tmp_path / "trace"))
+    trace = BlockTrace()
+    trace.start("n1")
+    try:
+        assert trace.timed("ledgercommit", lambda a, *, b: a + b)(2, b=3) == 5
+    finally:
+        trace.stop()
+    kinds = [line.split()[1] for line in (tmp_path / "trace-n1").read_text().splitlines()]
+    assert "ledgercommit" in kinds
