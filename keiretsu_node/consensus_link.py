@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from consensus.driver import (
@@ -19,7 +21,9 @@ from consensus.driver import (
     ProposalLost,
     RaftDriver,
 )
+from consensus.messages import Entry, HardState, SnapshotMeta
 from consensus.storage import LevelDBLogStore
+from keiretsu_node.blocktrace import TRACE
 from keiretsu_node.config import NodeConfig
 from keiretsu_node.ledger_app import LedgerApp
 from p2p.transport import Transport
@@ -30,11 +34,28 @@ SNAPSHOT_SPOOL_DIR = "snapshot-spool"
 PROPOSE_TIMEOUT_S = 10
 
 
+class TracedLogStore(LevelDBLogStore):
+    """The durable Raft log, each save timed into the block trace (only built when it is on)."""
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: SnapshotMeta | None, sync: bool = True) -> None:
+        started = time.perf_counter()
+        super().save(hard_state, entries, snapshot, sync)
+        TRACE.event("raftlog", ms=f"{(time.perf_counter() - started) * 1000:.2f}", entries=len(entries),
+                    sync=int(sync), first=entries[0].index if entries else 0)
+
+    def compact(self, meta: SnapshotMeta) -> None:
+        started = time.perf_counter()
+        super().compact(meta)
+        TRACE.event("raftcompact", ms=f"{(time.perf_counter() - started) * 1000:.2f}", index=meta.index)
+
+
 class ConsensusLink:
     def __init__(self, config: NodeConfig, voters: list[str], transport: Transport, app: LedgerApp) -> None:
         self.config = config
         self.app = app
-        self.log_store = LevelDBLogStore(config.data_dir / RAFT_LOG_DIR)
+        store_type = TracedLogStore if TRACE.on else LevelDBLogStore
+        self.log_store = store_type(config.data_dir / RAFT_LOG_DIR)
         self.driver = RaftDriver(
             DriverConfig(
                 node_id=config.name,

@@ -17,8 +17,10 @@ from pathlib import Path
 import msgpack
 
 from consensus.messages import Entry
+from keiretsu_node.blocktrace import TRACE
 from ledger.executor import AppliedBlock, Executor
 from ledger.store import META_APPLIED, AppliedPosition, LedgerStore
+from ledger.tx import SignedTx
 
 log = logging.getLogger("keiretsu.node")
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
@@ -112,14 +114,29 @@ class SnapshotWriter:
         self.store.close()
 
 
+def _counting(decoded: Callable[[bytes], SignedTx | None],
+              hits: list[int]) -> Callable[[bytes], SignedTx | None]:
+    """`decoded` that counts its hits into hits[0] (for the block trace)."""
+    def lookup(raw: bytes) -> SignedTx | None:
+        tx = decoded(raw)
+        if tx is not None:
+            hits[0] += 1
+        return tx
+    return lookup
+
+
 class LedgerApp:
     """Consensus's application. The driver calls apply/install_snapshot in a worker thread,
     one call at a time; results are handed to the node on its event loop."""
 
     def __init__(self, executor: Executor, data_dir: Path,
                  on_block: Callable[[AppliedBlock | None, int, float], None],
-                 on_store_replaced: Callable[[LedgerStore], None]) -> None:
+                 on_store_replaced: Callable[[LedgerStore], None],
+                 decoded: Callable[[bytes], SignedTx | None] | None = None) -> None:
+        """`decoded`: transactions this node already decoded, by their bytes (the mempool's),
+        so the executor does not decode them a second time."""
         self.executor = executor
+        self.decoded = decoded
         self.data_dir = data_dir
         self.on_block = on_block
         self.on_store_replaced = on_store_replaced
@@ -142,9 +159,17 @@ class LedgerApp:
     def apply(self, entries: list[Entry]) -> None:
         """Execute committed entries in log order; one already applied is skipped by the executor."""
         for entry in entries:
+            hits = [0]
+            decoded = self.decoded
+            if TRACE.on and decoded is not None:
+                decoded = _counting(decoded, hits)
             started = time.perf_counter()
-            applied = self.executor.apply(entry.data, entry.index, entry.term)
-            self._notify(self.on_block, applied, entry.index, time.perf_counter() - started)
+            applied = self.executor.apply(entry.data, entry.index, entry.term, decoded=decoded)
+            seconds = time.perf_counter() - started
+            if TRACE.on:
+                TRACE.event("apply", index=entry.index, ms=f"{seconds * 1000:.2f}",
+                            txs=len(applied.txs) if applied is not None else 0, reused=hits[0])
+            self._notify(self.on_block, applied, entry.index, seconds)
 
     def snapshot(self) -> tuple[int, int, Iterator[bytes]]:
         position, chunks = snapshot_chunks(self.store)

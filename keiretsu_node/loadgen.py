@@ -710,12 +710,15 @@ async def run_phase(net: Network, spec: dict[str, Any], phase: dict[str, Any], s
         stop_profilers(profilers)
     height1 = (await net.status())["height"]
     summary = summarize(records, started, phase["warmup_s"])
+    # The phase's start on the wall clock, so the per-second timeline lines up with node traces.
+    started_unix_s = round(time.time() - (time.perf_counter() - started), 3)
     blocks = max(height1 - height0, 0)
     committed = summary["counts"]["valid"] + summary["counts"]["invalid"]
     wall = max(last["t"] - first["t"], 1e-9)
     usage = node_usage(first, last)
     return {"name": phase["name"], "mode": mode, "rate_tps": phase.get("rate_tps"),
             "concurrency": phase.get("concurrency"), "request_txs": per_request, "signing": signing,
+            "started_unix_s": started_unix_s,
             **summary, **counters,
             "blocks": blocks, "blocks_per_s": round(blocks / wall, 2),
             "mean_block_txs": round(committed / blocks, 1) if blocks else 0.0,

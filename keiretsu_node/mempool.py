@@ -44,6 +44,8 @@ class Mempool:
         self.verified_cache = verified_cache
         self._entries: dict[bytes, _Entry] = {}
         self._pending: dict[bytes, None] = {}
+        # The same transactions by their bytes, for the executor (decoded(), below).
+        self._by_raw: dict[bytes, SignedTx] = {}
         self._size_bytes = 0
         self.rejected_full = 0
 
@@ -56,6 +58,14 @@ class Mempool:
 
     def contains(self, tx_id: bytes) -> bool:
         return tx_id in self._entries
+
+    def decoded(self, raw: bytes) -> SignedTx | None:
+        """The transaction these exact bytes decoded to at admission, if it is still here.
+
+        The executor calls this from its worker thread while the event loop adds and removes:
+        one dict lookup, atomic under the GIL; a miss only means the executor decodes again.
+        """
+        return self._by_raw.get(raw)
 
     def precheck(self, raw: bytes, now_ms: int) -> SignedTx:
         """Decode and check everything but signatures (cheap; run first, in the event loop)."""
@@ -86,6 +96,7 @@ class Mempool:
         if signatures_verified:
             self.verified_cache.add(tx)
         self._entries[tx.tx_id] = _Entry(tx, size)
+        self._by_raw[tx.raw] = tx
         self._pending[tx.tx_id] = None
         self._size_bytes += size
         return True
@@ -151,6 +162,7 @@ class Mempool:
         for tx_id in tx_ids:
             entry = self._entries.pop(tx_id, None)
             if entry is not None:
+                self._by_raw.pop(entry.tx.raw, None)
                 self._pending.pop(tx_id, None)
                 self._size_bytes -= entry.size_bytes
 

@@ -24,6 +24,7 @@ from contracts.base import Context
 from contracts.registry import default_registry
 from keiretsu_node import api, memtrace
 from keiretsu_node.allocator import Allocator
+from keiretsu_node.blocktrace import TRACE
 from keiretsu_node.config import BatchingConfig, NodeConfig
 from keiretsu_node.consensus_link import RAFT_LOG_DIR, ConsensusLink
 from keiretsu_node.events import EventHub, NodeEvent
@@ -113,6 +114,7 @@ class Node:
         self.allocator = Allocator()
         self.allocator.configure()  # before LevelDB and the thread pools start their threads
         self.genesis = self._load_genesis(config)
+        TRACE.start(config.name)  # opt-in (KEIRETSU_BLOCKTRACE), for measuring only
         self.identity = self._load_identity(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         recover_dirs(config.data_dir)
@@ -124,6 +126,8 @@ class Node:
         self.verified_cache = VerifiedCache(max_entries=VERIFIED_TX_ENTRIES)
         self.executor = Executor(self.store, self.registry, self.genesis, verified_cache=self.verified_cache,
                                  sync=config.fsync)
+        if TRACE.on:  # the ledger's synced write of each block, timed apart from its execution
+            self.store.commit = TRACE.timed("ledgercommit", self.store.commit)  # type: ignore[method-assign]
         try:
             _verify_checksums(self.store.db, self.store.path)
             self.executor.init_genesis()
@@ -138,7 +142,8 @@ class Node:
         peers = [PeerInfo(n.name, n.host, n.p2p_port, n.certificate_pem) for n in self.genesis.nodes]
         self.transport = Transport(self.identity, peers, config.p2p_host, config.p2p_port,
                                    chain_id=config.chain_id)
-        self.app = LedgerApp(self.executor, config.data_dir, self._on_block, self._on_store_replaced)
+        self.app = LedgerApp(self.executor, config.data_dir, self._on_block, self._on_store_replaced,
+                             decoded=self.mempool.decoded)
         try:
             raft_dir = config.data_dir / RAFT_LOG_DIR
             if raft_dir.exists():
@@ -211,6 +216,8 @@ class Node:
         if trace_to is not None:  # opt-in, for measuring where memory goes (docs/PERFORMANCE.md)
             trace_to = trace_to.with_name(f"{trace_to.name}-{self.config.name}")
             self._tasks.append(asyncio.create_task(memtrace.trace_loop(trace_to), name="memtrace"))
+        if TRACE.on:
+            self._tasks.append(asyncio.create_task(_loop_lag_probe(), name="lag-probe"))
         log.info("node %s started: api http://%s:%d p2p %s:%d height %d", self.config.name,
                  self.config.api_host, self.config.api_port, self.config.p2p_host, self.config.p2p_port,
                  self.store.position.height)
@@ -240,6 +247,7 @@ class Node:
                     fut.cancel()
         self._waiters.clear()
         self.store.close()
+        TRACE.stop()
 
     # ------------------------------------------------------------ admission
 
@@ -363,7 +371,9 @@ class Node:
 
     async def _propose(self, txs: list[SignedTx]) -> None:
         data = Batch(_now_ms(), tuple(tx.raw for tx in txs)).encode()
+        TRACE.event("cut", txs=len(txs), inflight=len(self._inflight), pending=self.mempool.pending_count())
         index = await self.consensus.propose(data)
+        TRACE.event("committed", txs=len(txs), index=index)
         if index is None:
             # Not committed (leadership moved): the transactions go back to the pool and on
             # to whoever leads now; one that did commit after all is dropped as a duplicate.
@@ -412,6 +422,7 @@ class Node:
         if applied is None:
             return
         block = applied.block
+        TRACE.event("on_block", height=block.height, txs=len(block.txs), waited=len(self._waiters))
         self.metrics.block_height.set(block.height)
         self.metrics.block_txs.observe(len(block.txs))
         done = [r.tx_id for r in block.receipts]
@@ -493,10 +504,14 @@ class Node:
         futures: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
         loop = asyncio.get_running_loop()
         for tx_id in tx_ids:
-            status = self.tx_status(tx_id)
-            if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
-                out[tx_id.hex()] = status
-                continue
+            # In the pool means not yet applied here, or applied but not yet reported to this
+            # loop: either way _on_block resolves the waiter, and the ledger lookup tx_status
+            # would make (one LevelDB read per transaction, nearly always a miss) is not needed.
+            if not self.mempool.contains(tx_id) or len(self._waiters) >= MAX_WAITERS:
+                status = self.tx_status(tx_id)
+                if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
+                    out[tx_id.hex()] = status
+                    continue
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             self._waiters.setdefault(tx_id, []).append(fut)
             futures[tx_id] = fut
@@ -608,6 +623,21 @@ class Node:
             self.metrics.mempool_txs.set(len(self.mempool))
             self.metrics.mempool_bytes.set(self.mempool.size_bytes)
             self.metrics.peers.set(len(self.transport.connected_peers()))
+            TRACE.flush()
+
+
+LAG_PROBE_INTERVAL_S = 0.01
+LAG_PROBE_REPORT_MS = 5.0
+
+
+async def _loop_lag_probe() -> None:
+    """With a block trace on: how late the event loop wakes a 10 ms sleeper (a stall's size)."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(LAG_PROBE_INTERVAL_S)
+        late_ms = (time.perf_counter() - started - LAG_PROBE_INTERVAL_S) * 1000
+        if late_ms >= LAG_PROBE_REPORT_MS:
+            TRACE.event("lag", ms=f"{late_ms:.1f}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -227,8 +227,14 @@ class Executor:
 
     # ------------------------------------------------------------ one batch
 
-    def apply(self, batch_bytes: bytes, raft_index: int, raft_term: int) -> AppliedBlock | None:
-        """Apply a committed consensus entry; None if it was applied before (idempotent replay)."""
+    def apply(self, batch_bytes: bytes, raft_index: int, raft_term: int, *,
+              decoded: Callable[[bytes], SignedTx | None] | None = None) -> AppliedBlock | None:
+        """Apply a committed consensus entry; None if it was applied before (idempotent replay).
+
+        `decoded`, if given, returns the transaction a caller already decoded from exactly these
+        bytes (a node's mempool holds most of a block's), or None: decoding is a function of the
+        bytes, so reusing it changes nothing but the time a second decode would take.
+        """
         position = self.store.position
         require(position.height >= 0, "genesis must be applied before any batch")
         if raft_index <= position.raft_index:
@@ -249,7 +255,7 @@ class Executor:
         dropped: list[tuple[int, Dropped]] = []
         receipts: list[Receipt] = []
         tx_subjects: list[list[str]] = []
-        for tx in self._admit(batch.txs, bctx, dropped):
+        for tx in self._admit(batch.txs, bctx, dropped, decoded):
             receipt, subjects = self._run_tx(block_overlay, bctx, tx)
             accepted.append(tx)
             receipts.append(receipt)
@@ -306,8 +312,8 @@ class Executor:
             for key in history_keys(_dedupe(subjects), height, HISTORY_SYSTEM, i):
                 index[key] = b""
 
-    def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext,
-               dropped: list[tuple[int, Dropped]]) -> Iterator[SignedTx]:
+    def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext, dropped: list[tuple[int, Dropped]],
+               decoded: Callable[[bytes], SignedTx | None] | None = None) -> Iterator[SignedTx]:
         """The transactions that enter the block, in order; the others go to `dropped` with
         their position in the batch.
 
@@ -318,7 +324,8 @@ class Executor:
         candidates: list[tuple[int, SignedTx]] = []
         for position, raw in enumerate(raws):
             try:
-                tx = decode_signed(raw)
+                known = decoded(raw) if decoded is not None else None
+                tx = known if known is not None else decode_signed(raw)
             except TxRejected as exc:
                 dropped.append((position, Dropped(None, exc.reason, exc.detail)))
                 continue
