@@ -13,7 +13,7 @@ from contracts import balances, compliance, orderbook, participants, settlement
 from contracts.base import Context
 from contracts.market_data import TradeRecorder
 from contracts.orderbook import BUY, SELL, Order
-from ledger.reasons import ContractError, Reason, require
+from ledger.reasons import ContractError, InvariantViolation, Reason
 
 MAX_MATCH_STEPS = 1_000  # resting orders one incoming order may visit (fills, expiries, skips)
 
@@ -35,7 +35,8 @@ class BookSpec(NamedTuple):
 def notional(price: int, quantity: int, scale: int) -> int:
     """Cash for `quantity` minor units at `price` per whole unit; exact by the book's tick/lot rule."""
     amount, rest = divmod(price * quantity, scale)
-    require(rest == 0, f"price {price} x quantity {quantity} is not a whole number of cash units")
+    if rest:  # the message is built only on failure: this runs two or three times per order
+        raise InvariantViolation(f"price {price} x quantity {quantity} is not a whole number of cash units")
     return amount
 
 
