@@ -116,7 +116,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
         if best is None or not crosses(result.taker, best):
             return result
-        maker = orderbook.head_order(ctx, spec.isin, spec.currency, opposite, best)
+        level, maker = orderbook.head_of_level(ctx, spec.isin, spec.currency, opposite, best)
         if maker.expired_at(now_ms):
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
         elif maker.owner == taker.owner:
@@ -124,7 +124,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         else:
             eligible = eligible or _Eligibility(ctx, spec)
             if eligible.ok(maker):
-                _fill(ctx, spec, terms, maker, result, recorder)
+                _fill(ctx, spec, terms, maker, level, result, recorder)
             else:
                 take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
     if result.taker.remaining > 0:
@@ -134,8 +134,10 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
     return result
 
 
-def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, result: MatchResult,
-          recorder: TradeRecorder) -> None:
+def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, level: orderbook.Level,
+          result: MatchResult, recorder: TradeRecorder) -> None:
+    """One fill of the taker against the maker at the head of the best level (`level`, as read;
+    settling writes balances only, so it is still current when the book is updated)."""
     taker = result.taker
     quantity = min(taker.remaining, maker.remaining)
     price = maker.price
@@ -153,9 +155,9 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
     left = maker.remaining - quantity
     maker_status = orderbook.advance(maker.status, orderbook.FILL_ALL if left == 0 else orderbook.FILL_SOME)
     if left == 0:
-        orderbook.remove(ctx, maker, spec.tick_size)
+        orderbook.remove(ctx, maker, spec.tick_size, level, at_best=True)
     else:
-        orderbook.reduce(ctx, maker, quantity, maker_status)
+        orderbook.reduce(ctx, maker, quantity, maker_status, level)
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
     result.taker = taker.filled_to(taker_left, taker_status)

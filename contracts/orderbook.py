@@ -258,10 +258,16 @@ def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | Non
 
 def head_order(ctx: Context, isin: str, currency: str, side: str, price: int) -> Order:
     """The oldest order at a price level that exists."""
+    return head_of_level(ctx, isin, currency, side, price)[1]
+
+
+def head_of_level(ctx: Context, isin: str, currency: str, side: str, price: int) -> tuple[Level, Order]:
+    """A price level that exists and its oldest order; matching hands the level on to
+    remove/reduce, which would otherwise read and decode it again."""
     level = get_level(ctx, isin, currency, side, price)
     if level is None:
         raise InvariantViolation(f"{side} price {price} has no level")
-    return _linked(ctx, level.head_id)
+    return level, _linked(ctx, level.head_id)
 
 
 def levels(ctx: Context, isin: str, currency: str, side: str) -> Iterator[tuple[int, Level]]:
@@ -343,30 +349,38 @@ def rest(ctx: Context, order: Order) -> Order:
     return order
 
 
-def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
-    """A resting order after a partial fill: it keeps its place in the queue."""
-    prefix = side_prefix(order.isin, order.currency, order.side)
-    key = level_key(prefix, order.side, order.price)
+def _level_of(ctx: Context, order: Order, key: bytes) -> Level:
     raw = ctx.state.get(key)
     if raw is None:
         raise InvariantViolation(f"order {order.order_id} rests at a missing level")
-    level = _new(Level, msgpack.unpackb(raw))
+    return _new(Level, msgpack.unpackb(raw))
+
+
+def reduce(ctx: Context, order: Order, filled: int, status: str, level: Level | None = None) -> Order:
+    """A resting order after a partial fill: it keeps its place in the queue. `level`: its
+    level as the caller just read it (nothing written to the book since), or None to read it."""
+    key = level_key(side_prefix(order.isin, order.currency, order.side), order.side, order.price)
+    if level is None:
+        level = _level_of(ctx, order, key)
     _put_level(ctx, key, (level.head_id, level.tail_id, level.quantity - filled, level.orders))
     reduced = order.filled_to(order.remaining - filled, status)
     ctx.state.put(order_key(order.order_id), _pack(reduced))
     return reduced
 
 
-def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
+def remove(ctx: Context, order: Order, tick_size: int = 0, level: Level | None = None,
+           at_best: bool = False) -> None:
     """Unlink an order from its level (dropping the level, and moving the best price, if it
-    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown)."""
+    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown).
+
+    From matching, which has just read them with nothing written to the book since: `level`,
+    the order's level record, and `at_best`, true when that level is the side's best.
+    """
     state = ctx.state
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
-    raw = state.get(key)
-    if raw is None:
-        raise InvariantViolation(f"order {order.order_id} rests at a missing level")
-    level = _new(Level, msgpack.unpackb(raw))
+    if level is None:
+        level = _level_of(ctx, order, key)
     head, tail = level.head_id, level.tail_id
     if order.prev_id == NO_ORDER:
         head = order.next_id
@@ -380,7 +394,7 @@ def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
         state.put(order_key(after.order_id), _pack(after.linked(order.prev_id, after.next_id)))
     if level.orders == 1:
         state.delete(key)
-        if best_price(ctx, order.isin, order.currency, order.side) == order.price:
+        if at_best or best_price(ctx, order.isin, order.currency, order.side) == order.price:
             _move_best(ctx, order, prefix, key, tick_size)
     else:
         _put_level(ctx, key, (head, tail, level.quantity - order.remaining, level.orders - 1))
