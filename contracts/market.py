@@ -47,6 +47,10 @@ MAX_DEPTH_LEVELS = 100
 MAX_OPEN_ORDERS_LISTED = 1_000
 MAX_DAY_BARS_LISTED = 366
 MAX_FORCED_CANCELS = 1_000  # orders one cancel_account_orders transaction takes off
+MAX_BOOKS_KEPT = 1_024  # decoded book parameters kept by their record's bytes (every order reads one)
+# Per-order records built with tuple.__new__ (a C call) instead of a NamedTuple's Python-level
+# constructor; the fields are written out in order right here.
+_new = tuple.__new__
 
 # Reason codes of the venue's refusals, in one place (docs/MARKET.md lists them).
 HALTED = Reason.TRADING_HALTED  # trading in the security is halted
@@ -73,9 +77,15 @@ def halt_key(isin: str) -> bytes:
     return state_key("mkt", "halt", isin)
 
 
+@functools.lru_cache(maxsize=MAX_BOOKS_KEPT)
+def _book_params(raw: bytes) -> BookParams:
+    """A pure function of the record's bytes, so a kept one is never stale (see Context.record)."""
+    return BookParams(*msgpack.unpackb(raw))
+
+
 def get_book(ctx: Context, isin: str, currency: str) -> BookParams | None:
     raw = ctx.state.get(book_key(isin, currency))
-    return None if raw is None else BookParams(*msgpack.unpackb(raw))
+    return None if raw is None else _book_params(raw)
 
 
 def require_book(ctx: Context, isin: str, currency: str) -> BookParams:
@@ -231,12 +241,14 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
     require_trading(ctx, request.isin)
     _check_request(ctx, request, params)
     instrument, paying = _check_taker(ctx, owner, request, params.scale)
-    spec = BookSpec(request.isin, request.currency, params.scale, params.tick_size, instrument.qualified_only)
-    terms = FillTerms(request.isin, request.currency, ctx.state.get(currency_key(request.currency)) is not None,
-                      instrument.lockup_until_ms, instrument.max_holders, paying)
-    order = Order(orderbook.next_order_id(ctx), request.isin, request.currency, request.side, owner,
-                  request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms, NEW,
-                  request.client_ref)
+    spec = _new(BookSpec, (request.isin, request.currency, params.scale, params.tick_size,
+                           instrument.qualified_only))
+    terms = _new(FillTerms, (request.isin, request.currency,
+                             ctx.state.get(currency_key(request.currency)) is not None,
+                             instrument.lockup_until_ms, instrument.max_holders, paying))
+    order = _new(Order, (orderbook.next_order_id(ctx), request.isin, request.currency, request.side, owner,
+                         request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms,
+                         NEW, request.client_ref, orderbook.NO_ORDER, orderbook.NO_ORDER))
     ctx.touch(owner)
     ctx.emit("order_placed", order_id=order.order_id, isin=order.isin, currency=order.currency, side=order.side,
              owner=owner, price=order.price, quantity=order.quantity, time_in_force=order.tif, order_type=request.kind,
@@ -296,8 +308,8 @@ def place_order(ctx: Context, isin: str, currency: str, side: str, quantity: int
                 client_ref: str = "") -> None:
     """Place an order. `price` is the limit (for a market order, its protection price) in
     currency minor units per whole security unit; `quantity` is in security minor units."""
-    place(ctx, ctx.sender, OrderRequest(isin, currency, side, quantity, price, time_in_force, kind,
-                                        expires_at_ms, client_ref))
+    place(ctx, ctx.sender, _new(OrderRequest, (isin, currency, side, quantity, price, time_in_force, kind,
+                                               expires_at_ms, client_ref)))
 
 
 @METHODS.method(order_id=AMOUNT)

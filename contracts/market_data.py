@@ -19,6 +19,9 @@ MS_PER_DAY = 86_400_000
 ON_BOOK = "book"
 NEGOTIATED = "negotiated"
 _pack = msgpack.Packer(use_bin_type=True).pack  # msgpack.packb's bytes, without a Packer per call
+# Records built with tuple.__new__ (a C call), not through a NamedTuple's Python-level
+# constructor: every trade builds three. Only this module writes them, so the fields fit.
+_new = tuple.__new__
 
 
 class Trade(NamedTuple):
@@ -90,12 +93,12 @@ def _unpack(raw: bytes | None) -> list[int] | None:
 
 def stats(ctx: Context, isin: str, currency: str) -> BookStats:
     raw = _unpack(ctx.state.get(stats_key(isin, currency)))
-    return NO_STATS if raw is None else BookStats(*raw)
+    return NO_STATS if raw is None else _new(BookStats, raw)
 
 
 def day_bar(ctx: Context, isin: str, currency: str, day: int) -> DayBar | None:
     raw = _unpack(ctx.state.get(day_key(isin, currency, day)))
-    return None if raw is None else DayBar(*raw)
+    return None if raw is None else _new(DayBar, raw)
 
 
 def tape(ctx: Context, isin: str, currency: str, limit: int) -> list[Trade]:
@@ -143,12 +146,12 @@ class TradeRecorder:
         time_ms = self.ctx.block.time_ms
         trade_id = self.stats.trade_count + 1
         self.dirty = True
-        trade = Trade(trade_id, self.isin, self.currency, price, quantity, amount, buyer, seller,
-                      buy_order, sell_order, aggressor, venue, time_ms)
+        trade = _new(Trade, (trade_id, self.isin, self.currency, price, quantity, amount, buyer, seller,
+                             buy_order, sell_order, aggressor, venue, time_ms))
         self.ctx.state.put(self.prefix + (trade_id % MAX_TAPE_TRADES).to_bytes(8, "big"),
                            _pack(trade))
         if venue == ON_BOOK:
-            self.stats = BookStats(trade_id, price, time_ms)
+            self.stats = _new(BookStats, (trade_id, price, time_ms))
             self._add_to_bar(price, quantity, amount)
         else:
             self.stats = self.stats._replace(trade_count=trade_id)
@@ -160,10 +163,10 @@ class TradeRecorder:
             self.bar_loaded = True
         bar = self.bar
         if bar is None:
-            self.bar = DayBar(self.day, price, price, price, price, quantity, amount, 1)
+            self.bar = _new(DayBar, (self.day, price, price, price, price, quantity, amount, 1))
         else:
-            self.bar = DayBar(self.day, bar.open, max(bar.high, price), min(bar.low, price), price,
-                              bar.volume + quantity, bar.turnover + amount, bar.trades + 1)
+            self.bar = _new(DayBar, (self.day, bar.open, max(bar.high, price), min(bar.low, price), price,
+                                     bar.volume + quantity, bar.turnover + amount, bar.trades + 1))
 
     def flush(self) -> None:
         if not self.dirty:

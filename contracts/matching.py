@@ -13,7 +13,7 @@ from contracts import balances, compliance, orderbook, participants, settlement
 from contracts.base import Context
 from contracts.market_data import TradeRecorder
 from contracts.orderbook import BUY, SELL, Order
-from ledger.reasons import ContractError, Reason, require
+from ledger.reasons import ContractError, InvariantViolation, Reason
 
 MAX_MATCH_STEPS = 1_000  # resting orders one incoming order may visit (fills, expiries, skips)
 
@@ -35,7 +35,8 @@ class BookSpec(NamedTuple):
 def notional(price: int, quantity: int, scale: int) -> int:
     """Cash for `quantity` minor units at `price` per whole unit; exact by the book's tick/lot rule."""
     amount, rest = divmod(price * quantity, scale)
-    require(rest == 0, f"price {price} x quantity {quantity} is not a whole number of cash units")
+    if rest:  # the message is built only on failure: this runs two or three times per order
+        raise InvariantViolation(f"price {price} x quantity {quantity} is not a whole number of cash units")
     return amount
 
 
@@ -115,7 +116,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
         if best is None or not crosses(result.taker, best):
             return result
-        maker = orderbook.head_order(ctx, spec.isin, spec.currency, opposite, best)
+        level, maker = orderbook.head_of_level(ctx, spec.isin, spec.currency, opposite, best)
         if maker.expired_at(now_ms):
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
         elif maker.owner == taker.owner:
@@ -123,7 +124,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         else:
             eligible = eligible or _Eligibility(ctx, spec)
             if eligible.ok(maker):
-                _fill(ctx, spec, terms, maker, result, recorder)
+                _fill(ctx, spec, terms, maker, level, result, recorder)
             else:
                 take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
     if result.taker.remaining > 0:
@@ -133,8 +134,10 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
     return result
 
 
-def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, result: MatchResult,
-          recorder: TradeRecorder) -> None:
+def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, level: orderbook.Level,
+          result: MatchResult, recorder: TradeRecorder) -> None:
+    """One fill of the taker against the maker at the head of the best level (`level`, as read;
+    settling writes balances only, so it is still current when the book is updated)."""
     taker = result.taker
     quantity = min(taker.remaining, maker.remaining)
     price = maker.price
@@ -152,9 +155,9 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
     left = maker.remaining - quantity
     maker_status = orderbook.advance(maker.status, orderbook.FILL_ALL if left == 0 else orderbook.FILL_SOME)
     if left == 0:
-        orderbook.remove(ctx, maker, spec.tick_size)
+        orderbook.remove(ctx, maker, spec.tick_size, level, at_best=True)
     else:
-        orderbook.reduce(ctx, maker, quantity, maker_status)
+        orderbook.reduce(ctx, maker, quantity, maker_status, level)
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
     result.taker = taker.filled_to(taker_left, taker_status)

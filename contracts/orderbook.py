@@ -41,6 +41,10 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 # (a point read each) before falling back to scanning for the next level: a scan costs about as
 # much as twenty point reads, and in a busy book the next level is usually a tick or two away.
 MAX_BEST_PROBES = 8
+# Records are rebuilt from decoded lists with tuple.__new__, a C call: a NamedTuple's own
+# constructor and _make are Python functions, and the book builds several records per order.
+# Only this module writes these records, so their field count is known to be right.
+_new = tuple.__new__
 NO_EXPIRY = 0
 NO_ORDER = 0  # order ids start at 1
 ID_BYTES = 8
@@ -120,20 +124,20 @@ class Order(NamedTuple):
 
     @classmethod
     def unpack(cls, raw: bytes) -> Order:
-        return cls._make(msgpack.unpackb(raw, raw=False))
+        return _new(cls, msgpack.unpackb(raw, raw=False))
 
     # Copies with a few fields changed, by position: _replace costs several times more, and
     # these run for every order and fill.
     def linked(self, prev_id: int, next_id: int) -> Order:
         """The same order with other queue neighbours."""
-        return Order._make(self[:12] + (prev_id, next_id))
+        return _new(Order, self[:12] + (prev_id, next_id))
 
     def with_status(self, status: str) -> Order:
-        return Order._make(self[:10] + (status,) + self[11:])
+        return _new(Order, self[:10] + (status,) + self[11:])
 
     def filled_to(self, remaining: int, status: str) -> Order:
         """The order after a fill: what is still open, and its status."""
-        return Order._make(self[:7] + (remaining,) + self[8:10] + (status,) + self[11:])
+        return _new(Order, self[:7] + (remaining,) + self[8:10] + (status,) + self[11:])
 
     def expired_at(self, time_ms: int) -> bool:
         return self.expires_at_ms != NO_EXPIRY and time_ms >= self.expires_at_ms
@@ -243,7 +247,7 @@ def best_price(ctx: Context, isin: str, currency: str, side: str) -> int | None:
 
 def get_level(ctx: Context, isin: str, currency: str, side: str, price: int) -> Level | None:
     raw = ctx.state.get(level_key(side_prefix(isin, currency, side), side, price))
-    return None if raw is None else Level._make(msgpack.unpackb(raw))
+    return None if raw is None else _new(Level, msgpack.unpackb(raw))
 
 
 def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | None:
@@ -254,17 +258,23 @@ def best_order(ctx: Context, isin: str, currency: str, side: str) -> Order | Non
 
 def head_order(ctx: Context, isin: str, currency: str, side: str, price: int) -> Order:
     """The oldest order at a price level that exists."""
+    return head_of_level(ctx, isin, currency, side, price)[1]
+
+
+def head_of_level(ctx: Context, isin: str, currency: str, side: str, price: int) -> tuple[Level, Order]:
+    """A price level that exists and its oldest order; matching hands the level on to
+    remove/reduce, which would otherwise read and decode it again."""
     level = get_level(ctx, isin, currency, side, price)
     if level is None:
         raise InvariantViolation(f"{side} price {price} has no level")
-    return _linked(ctx, level.head_id)
+    return level, _linked(ctx, level.head_id)
 
 
 def levels(ctx: Context, isin: str, currency: str, side: str) -> Iterator[tuple[int, Level]]:
     """(price, level) best first. Callers bound it."""
     prefix = side_prefix(isin, currency, side)
     for key, raw in ctx.state.iter_prefix(prefix):
-        yield price_of_level_key(key, prefix, side), Level._make(msgpack.unpackb(raw))
+        yield price_of_level_key(key, prefix, side), _new(Level, msgpack.unpackb(raw))
 
 
 def level_orders(ctx: Context, level: Level, limit: int) -> Iterator[Order]:
@@ -307,7 +317,8 @@ def next_expiry_ms(ctx: Context) -> int | None:
 # ---------------------------------------------------------------- writes
 
 
-def _put_level(ctx: Context, key: bytes, level: Level) -> None:
+def _put_level(ctx: Context, key: bytes, level: tuple[int, int, int, int]) -> None:
+    """A Level's fields (head_id, tail_id, quantity, orders): packed as a plain tuple, the same bytes."""
     ctx.state.put(key, _pack(level))
 
 
@@ -319,19 +330,18 @@ def rest(ctx: Context, order: Order) -> Order:
     raw = state.get(key)
     if raw is None:
         order = order.linked(NO_ORDER, NO_ORDER)
-        _put_level(ctx, key, Level(order.order_id, order.order_id, order.remaining, 1))
+        _put_level(ctx, key, (order.order_id, order.order_id, order.remaining, 1))
         best = best_price(ctx, order.isin, order.currency, order.side)
         if best is None or (order.price > best if order.side == BUY else order.price < best):
             state.put(best_key(order.isin, order.currency, order.side), _pack(order.price))
     else:
-        level = Level._make(msgpack.unpackb(raw))
+        level = _new(Level, msgpack.unpackb(raw))
         if level.quantity + order.remaining > MAX_AMOUNT:
             raise ContractError(Reason.LIMIT_EXCEEDED, f"the level at {order.price} cannot hold more")
         tail = _linked(ctx, level.tail_id)
         state.put(order_key(tail.order_id), _pack(tail.linked(tail.prev_id, order.order_id)))
         order = order.linked(level.tail_id, NO_ORDER)
-        _put_level(ctx, key, Level(level.head_id, order.order_id, level.quantity + order.remaining,
-                                   level.orders + 1))
+        _put_level(ctx, key, (level.head_id, order.order_id, level.quantity + order.remaining, level.orders + 1))
     state.put(order_key(order.order_id), _pack(order))
     state.put(account_key(order.owner, order.order_id), _ONE)
     if order.expires_at_ms != NO_EXPIRY:
@@ -339,30 +349,38 @@ def rest(ctx: Context, order: Order) -> Order:
     return order
 
 
-def reduce(ctx: Context, order: Order, filled: int, status: str) -> Order:
-    """A resting order after a partial fill: it keeps its place in the queue."""
-    prefix = side_prefix(order.isin, order.currency, order.side)
-    key = level_key(prefix, order.side, order.price)
+def _level_of(ctx: Context, order: Order, key: bytes) -> Level:
     raw = ctx.state.get(key)
     if raw is None:
         raise InvariantViolation(f"order {order.order_id} rests at a missing level")
-    level = Level._make(msgpack.unpackb(raw))
-    _put_level(ctx, key, level._replace(quantity=level.quantity - filled))
+    return _new(Level, msgpack.unpackb(raw))
+
+
+def reduce(ctx: Context, order: Order, filled: int, status: str, level: Level | None = None) -> Order:
+    """A resting order after a partial fill: it keeps its place in the queue. `level`: its
+    level as the caller just read it (nothing written to the book since), or None to read it."""
+    key = level_key(side_prefix(order.isin, order.currency, order.side), order.side, order.price)
+    if level is None:
+        level = _level_of(ctx, order, key)
+    _put_level(ctx, key, (level.head_id, level.tail_id, level.quantity - filled, level.orders))
     reduced = order.filled_to(order.remaining - filled, status)
     ctx.state.put(order_key(order.order_id), _pack(reduced))
     return reduced
 
 
-def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
+def remove(ctx: Context, order: Order, tick_size: int = 0, level: Level | None = None,
+           at_best: bool = False) -> None:
     """Unlink an order from its level (dropping the level, and moving the best price, if it
-    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown)."""
+    empties) and from the owner and expiry indexes. `tick_size`: the book's (0 if unknown).
+
+    From matching, which has just read them with nothing written to the book since: `level`,
+    the order's level record, and `at_best`, true when that level is the side's best.
+    """
     state = ctx.state
     prefix = side_prefix(order.isin, order.currency, order.side)
     key = level_key(prefix, order.side, order.price)
-    raw = state.get(key)
-    if raw is None:
-        raise InvariantViolation(f"order {order.order_id} rests at a missing level")
-    level = Level._make(msgpack.unpackb(raw))
+    if level is None:
+        level = _level_of(ctx, order, key)
     head, tail = level.head_id, level.tail_id
     if order.prev_id == NO_ORDER:
         head = order.next_id
@@ -376,10 +394,10 @@ def remove(ctx: Context, order: Order, tick_size: int = 0) -> None:
         state.put(order_key(after.order_id), _pack(after.linked(order.prev_id, after.next_id)))
     if level.orders == 1:
         state.delete(key)
-        if best_price(ctx, order.isin, order.currency, order.side) == order.price:
+        if at_best or best_price(ctx, order.isin, order.currency, order.side) == order.price:
             _move_best(ctx, order, prefix, key, tick_size)
     else:
-        _put_level(ctx, key, Level(head, tail, level.quantity - order.remaining, level.orders - 1))
+        _put_level(ctx, key, (head, tail, level.quantity - order.remaining, level.orders - 1))
     state.delete(order_key(order.order_id))
     state.delete(account_key(order.owner, order.order_id))
     if order.expires_at_ms != NO_EXPIRY:
