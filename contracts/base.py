@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from ledger import codec
 from ledger.block import Event
+from ledger.frozen import check_buildable
 from ledger.keys import is_address
 from ledger.reasons import ContractError, Reason
 from ledger.state import Overlay
@@ -25,6 +26,9 @@ MAX_STATE_VALUE_BYTES = 1024 * 1024
 MAX_DECODED_RECORDS = 16_384
 _NOT_DECODED = object()
 _DECODED: dict[bytes, Any] = {}
+_new_record = object.__new__
+_set_fields = object.__setattr__
+check_buildable(Event)
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,10 @@ def _text(max_chars: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, str) and len(v) <= max_chars and v.isprintable()
 
 
-UINT = ArgType("uint", lambda v: _is_int(v) and 0 <= v <= MAX_AMOUNT)
-AMOUNT = ArgType("amount", lambda v: _is_int(v) and 0 < v <= MAX_AMOUNT)
-INT = ArgType("int", lambda v: _is_int(v) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
+# `type(v) is int or _is_int(v)`: decoded arguments are exact ints, answered without _is_int's call.
+UINT = ArgType("uint", lambda v: (type(v) is int or _is_int(v)) and 0 <= v <= MAX_AMOUNT)
+AMOUNT = ArgType("amount", lambda v: (type(v) is int or _is_int(v)) and 0 < v <= MAX_AMOUNT)
+INT = ArgType("int", lambda v: (type(v) is int or _is_int(v)) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
 BOOL = ArgType("bool", lambda v: isinstance(v, bool))
 TEXT = ArgType("text", _text(MAX_TEXT_CHARS))
 NAME = ArgType("name", lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isprintable())
@@ -232,7 +237,11 @@ class Context:
     def emit(self, kind: str, **attrs: Any) -> None:
         if len(self.events) >= MAX_EVENTS_PER_TX:
             raise ContractError(Reason.LIMIT_EXCEEDED, "too many events in one call")
-        self.events.append(Event(kind, attrs))
+        # Event(kind, attrs) without its generated __init__ (frozen: a call per field); the
+        # same object (ledger/frozen.py), once per event of every transaction.
+        event = _new_record(Event)
+        _set_fields(event, "__dict__", {"kind": kind, "attrs": attrs})
+        self.events.append(event)
         # In a system context, subjects touched since the previous event belong to this one.
         self.event_subjects.append(self.touched)
         self.touched = []

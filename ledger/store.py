@@ -105,6 +105,19 @@ def history_keys(subjects: list[str], height: int, kind: int, index: int) -> lis
     return [_history_prefix(subject) + suffix for subject in subjects]
 
 
+def index_transactions(index: dict[bytes, bytes], height: int, tx_ids: list[bytes],
+                       subjects: list[list[str]]) -> None:
+    """A block's tx index entries and history keys (HISTORY_TX) into `index`, the transaction's
+    position in the block and the height's bytes built once per block, not per subject."""
+    at = height.to_bytes(8, "big") + bytes([HISTORY_TX])
+    prefix_of_subject = _history_prefix
+    for position, (tx_id, tx_subjects) in enumerate(zip(tx_ids, subjects, strict=True)):
+        index[TX_INDEX_PREFIX + tx_id] = codec.encode_leaves([height, position])
+        suffix = at + position.to_bytes(4, "big")
+        for subject in tx_subjects:
+            index[prefix_of_subject(subject) + suffix] = b""
+
+
 # Cached: a block lists the same accounts and assets under many of its transactions.
 HISTORY_PREFIX_CACHE_ENTRIES = 8_192  # the active accounts and assets (see KEY_CACHE_ENTRIES)
 _history_prefix = functools.lru_cache(maxsize=HISTORY_PREFIX_CACHE_ENTRIES)(history_prefix)
