@@ -109,7 +109,9 @@ def _write(ctx: Context, asset: str, account: str, old_total: int, free: int, lo
         state.delete(balance_key(asset, account))
         state.delete(holding_key(account, asset))
     else:
-        state.put(balance_key(asset, account), codec.encode_leaves([free, locked]))
+        # Two exact ints (sums and differences of checked amounts): packed without the leaf
+        # walk; encode_leaves only if the packer refuses one (it names the error).
+        state.put(balance_key(asset, account), codec.pack_normal([free, locked]) or codec.encode_leaves([free, locked]))
     if old_total == 0:
         if new_total > 0:
             ctx.put(holding_key(account, asset), 1)

@@ -116,9 +116,13 @@ def _check_transfer(ctx: Context, currency: str, source: str, target: str, amoun
     if source == target:
         raise ContractError(Reason.SELF_TRANSFER, "sender and receiver are the same account")
     participants.require_eligible(ctx, source, Reason.SENDER_NOT_ELIGIBLE)
-    source_freeze = compliance.check_not_frozen(ctx, source, currency)
+    # compliance.check_not_frozen for each side, its call spared unless frozen (it names why)
+    source_freeze = compliance.freeze_state(ctx, source, currency)
+    if source_freeze.frozen:
+        compliance.check_not_frozen(ctx, source, currency)
     participants.require_eligible(ctx, target, Reason.RECEIVER_NOT_ELIGIBLE)
-    compliance.check_not_frozen(ctx, target, currency)
+    if compliance.freeze_state(ctx, target, currency).frozen:
+        compliance.check_not_frozen(ctx, target, currency)
     if from_locked:
         held = balances.get(ctx, currency, source)
         if held.locked < amount:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -166,7 +167,8 @@ class Overlay:
         """
         if type(target) is Overlay:
             staged = target.writes
-            target._unsorted.extend(key for key in self.writes if key not in staged)
+            # filterfalse: the keys new to target, in order, without a generator's resumptions
+            target._unsorted.extend(itertools.filterfalse(staged.__contains__, self.writes))
             staged.update(self.writes)
             return
         for key, value in self.writes.items():
