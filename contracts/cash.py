@@ -144,7 +144,8 @@ def transfer_checked(ctx: Context, currency: str, source: str, target: str, amou
 @METHODS.method(currency=CURRENCY_CODE, to=ADDRESS, amount=AMOUNT)
 def transfer(ctx: Context, currency: str, to: str, amount: int) -> None:
     """A holder pays another admitted participant."""
-    sender = ctx.sender
+    signers = ctx.signers
+    sender = signers[0] if signers else ctx.sender  # the property's call only to refuse
     held = _check_transfer(ctx, currency, sender, to, amount, False)  # transfer_checked, one call less
     balances.move(ctx, currency, sender, to, amount, source_balance=held)
     ctx.emit("cash_transferred", currency=currency, source=sender, to=to, amount=amount)

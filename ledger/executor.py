@@ -9,7 +9,6 @@ go to LevelDB in ONE synced write batch.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +155,19 @@ def _collect_system_events(system_ctx: Context, hook_ctx: Context) -> None:
         hook_ctx.event_subjects[-1].extend(hook_ctx.touched)
     system_ctx.events.extend(hook_ctx.events)
     system_ctx.event_subjects.extend(hook_ctx.event_subjects)
+
+
+def _first_copies(candidates: list[tuple[int, SignedTx]], dropped: list[tuple[int, Dropped]]) -> list[SignedTx]:
+    """Executor._checked without signature checks: each transaction once, a later copy dropped."""
+    seen: set[bytes] = set()
+    admitted: list[SignedTx] = []
+    for position, tx in candidates:
+        if tx.tx_id in seen:
+            dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "twice in one batch")))
+        else:
+            seen.add(tx.tx_id)
+            admitted.append(tx)
+    return admitted
 
 
 def _dedupe(subjects: Iterable[str]) -> list[str]:
@@ -307,14 +319,23 @@ class Executor:
                 index[key] = b""
 
     def _admit(self, raws: tuple[bytes, ...], bctx: BlockContext,
-               dropped: list[tuple[int, Dropped]]) -> Iterator[SignedTx]:
+               dropped: list[tuple[int, Dropped]]) -> Iterable[SignedTx]:
         """The transactions that enter the block, in order; the others go to `dropped` with
         their position in the batch.
 
         Signatures are checked before the in-batch duplicate check, so a forged copy placed
-        first cannot shadow the genuine one. Yielding one by one lets the caller execute a
-        transaction while the pool still verifies those after it.
+        first cannot shadow the genuine one. With checks, yielding one by one lets the caller
+        execute a transaction while the pool still verifies those after it; without, a list
+        (a generator's resumption per transaction costs more than building it).
         """
+        candidates = self._candidates(raws, bctx, dropped)
+        if not self.verify_signatures:
+            return _first_copies(candidates, dropped)
+        return self._checked(candidates, dropped)
+
+    def _candidates(self, raws: tuple[bytes, ...], bctx: BlockContext,
+                    dropped: list[tuple[int, Dropped]]) -> list[tuple[int, SignedTx]]:
+        """(position, transaction) of each well-formed, fresh transaction not yet in the ledger."""
         candidates: list[tuple[int, SignedTx]] = []
         chain_id, time_ms = bctx.chain_id, bctx.time_ms
         latest_expiry_ms = time_ms + MAX_TX_LIFETIME_MS
@@ -335,11 +356,13 @@ class Executor:
                 dropped.append((position, Dropped(tx.tx_id, Reason.DUPLICATE, "already in the ledger")))
                 continue
             candidates.append((position, tx))
+        return candidates
+
+    def _checked(self, candidates: list[tuple[int, SignedTx]],
+                 dropped: list[tuple[int, Dropped]]) -> Iterator[SignedTx]:
+        """The candidates whose signatures hold, each once, as their verdicts arrive."""
         seen: set[bytes] = set()
-        # Without checks, every verdict is True: repeat() yields them in C, where the generators
-        # of _verdicts cost two resumptions per transaction.
-        verdicts = (self._verdicts([tx for _, tx in candidates]) if self.verify_signatures
-                    else itertools.repeat(True, len(candidates)))
+        verdicts = self._verdicts([tx for _, tx in candidates])
         for (position, tx), genuine in zip(candidates, verdicts, strict=True):
             if not genuine:
                 dropped.append((position, Dropped(tx.tx_id, Reason.BAD_SIGNATURE, "a signature does not verify")))
@@ -372,7 +395,7 @@ class Executor:
             raise TxRejected(Reason.EXPIRY_TOO_FAR, f"expiry more than {MAX_TX_LIFETIME_MS} ms ahead")
 
     def _run_tx(self, block_overlay: Overlay, bctx: BlockContext, tx: SignedTx) -> tuple[Receipt, list[str]]:
-        tx_overlay = Overlay(block_overlay)
+        tx_overlay = block_overlay.child()
         signers: tuple[str, ...] = ()
         body = tx.body
         try:
