@@ -148,4 +148,5 @@ def transfer(ctx: Context, currency: str, to: str, amount: int) -> None:
     sender = signers[0] if signers else ctx.sender  # the property's call only to refuse
     held = _check_transfer(ctx, currency, sender, to, amount, False)  # transfer_checked, one call less
     balances.move(ctx, currency, sender, to, amount, source_balance=held)
-    ctx.emit("cash_transferred", currency=currency, source=sender, to=to, amount=amount)
+    # Attributes in key order: the receipt packs them as they are (codec.is_leaf_map_sorted).
+    ctx.emit("cash_transferred", amount=amount, currency=currency, source=sender, to=to)

@@ -87,13 +87,19 @@ class Receipt:
         when each event's attributes are leaves (a transfer's, an order's), the receipt is put in
         normal form here and packed in one call; otherwise it is assembled from encoded parts.
         """
-        reason = str(self.reason)
+        # A Reason's text is its _value_ (an attribute read), where str() costs ~2,000 instructions
+        # through the enum's __str__ slot.
+        reason = self.reason._value_ if type(self.reason) is Reason else str(self.reason)
         if type(self.tx_id) is bytes and type(self.detail) is str and len(self.events) <= codec.MAX_CONTAINER_ITEMS:
             events: list[Any] = []
             for event in self.events:
-                attrs = codec.leaf_map_normal(event.attrs) if type(event.attrs) is dict else None
-                if attrs is None or type(event.kind) is not str:
+                attrs = event.attrs
+                if type(attrs) is not dict or type(event.kind) is not str:
                     break
+                if not codec.is_leaf_map_sorted(attrs):  # emitted in key order: packed as it is
+                    attrs = codec.leaf_map_normal(attrs)
+                    if attrs is None:
+                        break
                 events.append([event.kind, attrs])
             else:
                 packed = codec.pack_normal([self.tx_id, reason, self.detail, events])

@@ -152,6 +152,22 @@ def leaf_map_normal(value: dict[Any, Any]) -> dict[str, Any] | None:
     return copy
 
 
+def is_leaf_map_sorted(value: dict[Any, Any]) -> bool:
+    """Whether a map is already in _normal's form as it stands: text keys in strictly increasing
+    order and leaf values of exact types. Then it packs as it is, without leaf_map_normal's
+    sorted copy (sorting costs more than this one pass; an event whose attributes are written
+    in key order, such as a transfer's, needs no copy)."""
+    if len(value) > MAX_CONTAINER_ITEMS:
+        return False
+    leaves = LEAF_TYPES
+    previous = ""
+    for key, item in value.items():
+        if type(key) is not str or key <= previous or type(item) not in leaves:
+            return False
+        previous = key
+    return True
+
+
 def pack_normal(value: Any) -> bytes | None:
     """The bytes of a value already in the form _normal returns (exact leaf types, maps sorted,
     within the depth and size bounds): encode(value) without the walk. None if an integer is out

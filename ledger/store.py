@@ -112,7 +112,8 @@ def index_transactions(index: dict[bytes, bytes], height: int, tx_ids: list[byte
     at = height.to_bytes(8, "big") + bytes([HISTORY_TX])
     prefix_of_subject = _history_prefix
     for position, (tx_id, tx_subjects) in enumerate(zip(tx_ids, subjects, strict=True)):
-        index[TX_INDEX_PREFIX + tx_id] = codec.encode_leaves([height, position])
+        entry = [height, position]  # two ints: packed in one call (encode_leaves names an error)
+        index[TX_INDEX_PREFIX + tx_id] = codec.pack_normal(entry) or codec.encode_leaves(entry)
         suffix = at + position.to_bytes(4, "big")
         for subject in tx_subjects:
             index[prefix_of_subject(subject) + suffix] = b""
