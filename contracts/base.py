@@ -117,8 +117,8 @@ class Method:
 
     def check_args(self, args: dict[str, Any]) -> None:
         """BAD_ARGUMENTS naming the first wrong field; a pure function of the arguments."""
-        unknown = [] if args.keys() <= self.params.keys() else sorted(set(args) - set(self.params))
-        if unknown:
+        if not args.keys() <= self.params.keys():
+            unknown = sorted(set(args) - set(self.params))
             raise ContractError(Reason.BAD_ARGUMENTS, f"unknown argument(s) {unknown}")
         for name, arg_type in self.params.items():
             if name not in args:
@@ -161,6 +161,9 @@ class MethodTable:
 # ---------------------------------------------------------------- context
 
 
+_new_context = object.__new__
+
+
 @dataclass
 class Context:
     """What a method sees: staged state, the block, who signed; it reports events and subjects.
@@ -176,6 +179,20 @@ class Context:
     events: list[Event] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     event_subjects: list[list[str]] = field(default_factory=list)
+
+    @classmethod
+    def for_transaction(cls, state: Overlay, block: BlockContext, tx_id: bytes, signers: tuple[str, ...]) -> Context:
+        """Context(state, block, tx_id, signers), once per transaction: the same attributes, set
+        without the call from C into the generated __init__ (and its default factories)."""
+        ctx = _new_context(cls)
+        ctx.state = state
+        ctx.block = block
+        ctx.tx_id = tx_id
+        ctx.signers = signers
+        ctx.events = []
+        ctx.touched = []
+        ctx.event_subjects = []
+        return ctx
 
     @property
     def is_system(self) -> bool:

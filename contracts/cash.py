@@ -111,7 +111,7 @@ def _check_transfer(ctx: Context, currency: str, source: str, target: str, amoun
     """check_transfer, returning the source's balance it read (for the move that follows)."""
     if _CURRENCIES.get(ctx, currency_key(currency), currency) is None:  # require_currency, inlined
         raise ContractError(Reason.UNKNOWN_ASSET, f"no currency {currency}")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+    if (type(amount) is not int and (not isinstance(amount, int) or isinstance(amount, bool))) or amount <= 0:
         raise ContractError(Reason.INVALID_AMOUNT, "an amount is a positive integer")
     if source == target:
         raise ContractError(Reason.SELF_TRANSFER, "sender and receiver are the same account")

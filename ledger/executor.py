@@ -408,7 +408,7 @@ class Executor:
             if method is None:
                 method = self._method(body.contract, body.method)
             method.check_args(body.args)
-            ctx = Context(tx_overlay, bctx, tx.tx_id, signers)
+            ctx = Context.for_transaction(tx_overlay, bctx, tx.tx_id, signers)
             method.fn(ctx, **body.args)
         except ContractError as exc:
             subjects = list(signers) or list(tx.signer_addresses)
