@@ -156,7 +156,8 @@ def is_leaf_map_sorted(value: dict[Any, Any]) -> bool:
     """Whether a map is already in _normal's form as it stands: text keys in strictly increasing
     order and leaf values of exact types. Then it packs as it is, without leaf_map_normal's
     sorted copy (sorting costs more than this one pass; an event whose attributes are written
-    in key order, such as a transfer's, needs no copy)."""
+    in key order, such as a transfer's, needs no copy). False for the empty key too, which
+    then takes leaf_map_normal's path."""
     if len(value) > MAX_CONTAINER_ITEMS:
         return False
     leaves = LEAF_TYPES
