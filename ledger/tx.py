@@ -207,7 +207,7 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
     for sig in signatures:
         if type(sig) is not bytes or len(sig) != SIGNATURE_BYTES:
             return None
-    if len(set(signers)) != len(signers) or not codec.encodes_to(wire, raw):
+    if (len(signers) > 1 and len(set(signers)) != len(signers)) or not codec.encodes_to(wire, raw):
         return None
     body = built(TxBody, {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
                           "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
