@@ -64,10 +64,10 @@ def _freeze_keys(account: str, asset: str) -> tuple[bytes, bytes]:
 def freeze_state(ctx: Context, account: str, asset: str) -> FreezeState:
     """One lookup a transfer reuses for every freeze rule of (account, asset)."""
     whole, scoped = _freeze_keys(account, asset)
-    get = ctx.state.get
-    if get(whole) is not None:
+    state = ctx.state
+    if state.get(whole) is not None:
         return WHOLLY_FROZEN
-    if get(scoped) is None:  # the common case, answered without the record memo's call
+    if state.get(scoped) is None:  # the common case, answered without the record memo's call
         return NOT_FROZEN
     amount = ctx.record(scoped)["amount"]
     return WHOLLY_FROZEN if amount is None else FreezeState(False, amount)
