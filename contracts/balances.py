@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from contracts import entitlements
-from contracts.base import MAX_AMOUNT, Context
+from contracts.base import MAX_AMOUNT, MAX_STATE_VALUE_BYTES, Context
 from ledger import codec
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
@@ -65,8 +65,8 @@ def get(ctx: Context, asset: str, account: str) -> Balance:
     if encoded is None:
         return ZERO
     found = _BALANCES.get(encoded)
-    if found is None:
-        raw = ctx.record(balance_key(asset, account))
+    if found is None:  # decoded here, not through ctx.record: a miss costs no second read
+        raw = codec.decode(encoded, max_bytes=MAX_STATE_VALUE_BYTES)
         found = Balance(raw[0], raw[1])
         if len(_BALANCES) >= MAX_BALANCES_KEPT:
             _BALANCES.clear()
