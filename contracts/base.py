@@ -120,8 +120,9 @@ class Method:
         if not args.keys() <= self.params.keys():
             unknown = sorted(set(args) - set(self.params))
             raise ContractError(Reason.BAD_ARGUMENTS, f"unknown argument(s) {unknown}")
+        complete = len(args) == len(self.params)  # then every name is there (none unknown)
         for name, arg_type in self.params.items():
-            if name not in args:
+            if not complete and name not in args:
                 if name in self.optional:
                     continue
                 raise ContractError(Reason.BAD_ARGUMENTS, f"missing argument {name!r}")
