@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from contracts import entitlements
-from contracts.base import MAX_AMOUNT, Context
+from contracts.base import MAX_AMOUNT, MAX_STATE_VALUE_BYTES, Context
 from ledger import codec
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
@@ -32,6 +32,11 @@ class Balance(NamedTuple):
 
 ZERO = Balance(0, 0)
 _UNREAD = object()  # _set's watch argument when the caller did not read the watch
+# Balances kept by their encoded record: a pure function of the bytes, so never stale (see
+# Context.record). A transfer reads two balances; a hit skips the record memo's call and the
+# named tuple's Python-level __new__. Cleared whole when full, like Context.record's memo.
+MAX_BALANCES_KEPT = 16_384
+_BALANCES: dict[bytes, Balance] = {}
 
 
 # Cached: every movement composes these keys several times (a C-level cache hit is cheaper).
@@ -56,8 +61,17 @@ def holder_count_key(asset: str) -> bytes:
 
 
 def get(ctx: Context, asset: str, account: str) -> Balance:
-    raw = ctx.record(balance_key(asset, account))
-    return ZERO if raw is None else Balance(raw[0], raw[1])
+    encoded = ctx.state.get(balance_key(asset, account))
+    if encoded is None:
+        return ZERO
+    found = _BALANCES.get(encoded)
+    if found is None:  # decoded here, not through ctx.record: a miss costs no second read
+        raw = codec.decode(encoded, max_bytes=MAX_STATE_VALUE_BYTES)
+        found = Balance(raw[0], raw[1])
+        if len(_BALANCES) >= MAX_BALANCES_KEPT:
+            _BALANCES.clear()
+        _BALANCES[encoded] = found
+    return found
 
 
 def supply(ctx: Context, asset: str) -> tuple[int, int]:
@@ -76,11 +90,14 @@ def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance, wat
     `watch`: the asset's entitlements watch record, if the caller read it (move reads it once
     for its two writes); otherwise the hook reads it.
     """
-    free, locked = new.free, new.locked
+    _write(ctx, asset, account, old.free + old.locked, new.free, new.locked, watch)
+
+
+def _write(ctx: Context, asset: str, account: str, old_total: int, free: int, locked: int,
+           watch: Any = _UNREAD) -> None:
+    """_set given the old total and the new parts as ints: move builds no Balance to write."""
     if free < 0 or locked < 0:
         raise InvariantViolation(f"negative balance of {asset} at {account}")
-    # Totals once, not through the property: this runs twice per transfer.
-    old_total = old.free + old.locked
     new_total = free + locked
     # Record-time entitlements and conversion holds (contracts/entitlements.py, docs/LIFECYCLE.md).
     if watch is _UNREAD:
@@ -92,15 +109,18 @@ def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance, wat
         state.delete(balance_key(asset, account))
         state.delete(holding_key(account, asset))
     else:
-        state.put(balance_key(asset, account), codec.encode_leaves([free, locked]))
+        # Two exact ints (sums and differences of checked amounts): packed without the leaf
+        # walk; encode_leaves only if the packer refuses one (it names the error).
+        state.put(balance_key(asset, account), codec.pack_normal([free, locked]) or codec.encode_leaves([free, locked]))
     if old_total == 0:
         if new_total > 0:
             ctx.put(holding_key(account, asset), 1)
             ctx.put(holder_count_key(asset), holder_count(ctx, asset) + 1)
     elif new_total == 0:
         ctx.put(holder_count_key(asset), holder_count(ctx, asset) - 1)
-    ctx.touch(account)
-    ctx.touch(asset)
+    touched = ctx.touched  # ctx.touch twice, without its two calls (twice per transfer)
+    touched.append(account)
+    touched.append(asset)
 
 
 def credit(ctx: Context, asset: str, account: str, amount: int) -> None:
@@ -148,14 +168,16 @@ def move(ctx: Context, asset: str, source: str, target: str, amount: int, *,
     `source_balance`: the source's balance as the caller just read it (nothing written since),
     so the hot path reads it once.
     """
-    _positive(amount)
+    if type(amount) is not int or amount <= 0:  # _positive's check, without its call for an int
+        _positive(amount)
     old = get(ctx, asset, source) if source_balance is None else source_balance
-    if old.free < amount:
-        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {old.free} free {asset}, needs {amount}")
+    free, locked = old
+    if free < amount:
+        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {free} free {asset}, needs {amount}")
     watch = entitlements.watch_record(ctx, asset)
-    _set(ctx, asset, source, old, Balance(old.free - amount, old.locked), watch)
-    held = get(ctx, asset, target)  # credit(), without checking the amount a second time
-    _set(ctx, asset, target, held, Balance(held.free + amount, held.locked), watch)
+    _write(ctx, asset, source, free + locked, free - amount, locked, watch)
+    free, locked = get(ctx, asset, target)  # credit(), without checking the amount a second time
+    _write(ctx, asset, target, free + locked, free + amount, locked, watch)
 
 
 def move_locked(ctx: Context, asset: str, source: str, target: str, amount: int) -> None:

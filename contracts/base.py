@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from ledger import codec
 from ledger.block import Event
+from ledger.frozen import check_buildable
 from ledger.keys import is_address
 from ledger.reasons import ContractError, Reason
 from ledger.state import Overlay
@@ -25,6 +26,9 @@ MAX_STATE_VALUE_BYTES = 1024 * 1024
 MAX_DECODED_RECORDS = 16_384
 _NOT_DECODED = object()
 _DECODED: dict[bytes, Any] = {}
+_new_record = object.__new__
+_set_fields = object.__setattr__
+check_buildable(Event)
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,18 @@ class BlockContext:
 # ---------------------------------------------------------------- argument types
 
 
+# Texts each argument type accepted, kept so a text seen before (an address, a currency code)
+# passes without its check's calls; per type, and it stops growing when full.
+MAX_PASSED_TEXTS = 4096
+
+
 @dataclass(frozen=True)
 class ArgType:
+    """`check` must be a pure function of the value: the texts it accepted are remembered."""
+
     name: str
     check: Callable[[Any], bool]
+    passed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def __call__(self, value: Any) -> bool:
         return self.check(value)
@@ -56,9 +68,10 @@ def _text(max_chars: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, str) and len(v) <= max_chars and v.isprintable()
 
 
-UINT = ArgType("uint", lambda v: _is_int(v) and 0 <= v <= MAX_AMOUNT)
-AMOUNT = ArgType("amount", lambda v: _is_int(v) and 0 < v <= MAX_AMOUNT)
-INT = ArgType("int", lambda v: _is_int(v) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
+# `type(v) is int or _is_int(v)`: decoded arguments are exact ints, answered without _is_int's call.
+UINT = ArgType("uint", lambda v: (type(v) is int or _is_int(v)) and 0 <= v <= MAX_AMOUNT)
+AMOUNT = ArgType("amount", lambda v: (type(v) is int or _is_int(v)) and 0 < v <= MAX_AMOUNT)
+INT = ArgType("int", lambda v: (type(v) is int or _is_int(v)) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
 BOOL = ArgType("bool", lambda v: isinstance(v, bool))
 TEXT = ArgType("text", _text(MAX_TEXT_CHARS))
 NAME = ArgType("name", lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isprintable())
@@ -104,15 +117,24 @@ class Method:
 
     def check_args(self, args: dict[str, Any]) -> None:
         """BAD_ARGUMENTS naming the first wrong field; a pure function of the arguments."""
-        unknown = [] if args.keys() <= self.params.keys() else sorted(set(args) - set(self.params))
-        if unknown:
+        if not args.keys() <= self.params.keys():
+            unknown = sorted(set(args) - set(self.params))
             raise ContractError(Reason.BAD_ARGUMENTS, f"unknown argument(s) {unknown}")
+        complete = len(args) == len(self.params)  # then every name is there (none unknown)
         for name, arg_type in self.params.items():
-            if name not in args:
+            if not complete and name not in args:
                 if name in self.optional:
                     continue
                 raise ContractError(Reason.BAD_ARGUMENTS, f"missing argument {name!r}")
-            if not arg_type.check(args[name]):  # .check, not the call wrapper: once per argument
+            value = args[name]
+            if type(value) is str:
+                if value in arg_type.passed:
+                    continue
+                if not arg_type.check(value):
+                    raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
+                if len(arg_type.passed) < MAX_PASSED_TEXTS:
+                    arg_type.passed.add(value)
+            elif not arg_type.check(value):  # .check, not the call wrapper: once per argument
                 raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
 
 
@@ -140,6 +162,9 @@ class MethodTable:
 # ---------------------------------------------------------------- context
 
 
+_new_context = object.__new__
+
+
 @dataclass
 class Context:
     """What a method sees: staged state, the block, who signed; it reports events and subjects.
@@ -155,6 +180,20 @@ class Context:
     events: list[Event] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     event_subjects: list[list[str]] = field(default_factory=list)
+
+    @classmethod
+    def for_transaction(cls, state: Overlay, block: BlockContext, tx_id: bytes, signers: tuple[str, ...]) -> Context:
+        """Context(state, block, tx_id, signers), once per transaction: the same attributes, set
+        without the call from C into the generated __init__ (and its default factories)."""
+        ctx = _new_context(cls)
+        ctx.state = state
+        ctx.block = block
+        ctx.tx_id = tx_id
+        ctx.signers = signers
+        ctx.events = []
+        ctx.touched = []
+        ctx.event_subjects = []
+        return ctx
 
     @property
     def is_system(self) -> bool:
@@ -232,7 +271,11 @@ class Context:
     def emit(self, kind: str, **attrs: Any) -> None:
         if len(self.events) >= MAX_EVENTS_PER_TX:
             raise ContractError(Reason.LIMIT_EXCEEDED, "too many events in one call")
-        self.events.append(Event(kind, attrs))
+        # Event(kind, attrs) without its generated __init__ (frozen: a call per field); the
+        # same object (ledger/frozen.py), once per event of every transaction.
+        event = _new_record(Event)
+        _set_fields(event, "__dict__", {"kind": kind, "attrs": attrs})
+        self.events.append(event)
         # In a system context, subjects touched since the previous event belong to this one.
         self.event_subjects.append(self.touched)
         self.touched = []

@@ -55,14 +55,21 @@ def freeze_key(account: str, scope: str) -> bytes:
     return state_key("freeze", account, scope)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
+def _freeze_keys(account: str, asset: str) -> tuple[bytes, bytes]:
+    """The whole-account and the per-asset freeze key, in one cached call (twice per transfer)."""
+    return freeze_key(account, WHOLE_ACCOUNT), freeze_key(account, asset)
+
+
 def freeze_state(ctx: Context, account: str, asset: str) -> FreezeState:
     """One lookup a transfer reuses for every freeze rule of (account, asset)."""
-    if ctx.state.get(freeze_key(account, WHOLE_ACCOUNT)) is not None:
+    whole, scoped = _freeze_keys(account, asset)
+    state = ctx.state
+    if state.get(whole) is not None:
         return WHOLLY_FROZEN
-    raw = ctx.record(freeze_key(account, asset))
-    if raw is None:
+    if state.get(scoped) is None:  # the common case, answered without the record memo's call
         return NOT_FROZEN
-    amount = raw["amount"]
+    amount = ctx.record(scoped)["amount"]
     return WHOLLY_FROZEN if amount is None else FreezeState(False, amount)
 
 

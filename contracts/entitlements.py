@@ -85,7 +85,8 @@ def watch_record(ctx: Context, asset: str) -> Any:
     """The asset's watch as stored (None, the common case, if nothing watches it), for a caller
     that changes several balances of the asset in a row: the hook never writes the watch, so
     one read serves them all (balances.move: two balance writes, one read)."""
-    return ctx.record(_watch_key(asset))
+    key = _watch_key(asset)
+    return None if ctx.state.get(key) is None else ctx.record(key)  # absent: no record memo call
 
 
 def before_change_watched(ctx: Context, raw: Any, asset: str, account: str, old_total: int) -> None:

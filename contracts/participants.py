@@ -131,7 +131,7 @@ def require_eligible(ctx: Context, address: str, reason: Reason) -> Participant:
     `reason` (SENDER_NOT_ELIGIBLE or RECEIVER_NOT_ELIGIBLE) if it was never admitted;
     PARTICIPANT_SUSPENDED if it is suspended, whichever side it is on (the detail says which).
     """
-    found = get(ctx, address)
+    found = _PARTICIPANTS.get(ctx, participant_key(address), address)  # get(), one call less
     if found is None:
         side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
         raise ContractError(reason, f"{side} {address} is not an admitted participant")

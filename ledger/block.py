@@ -43,6 +43,13 @@ class _computed_once(Generic[Computed]):  # lower case: a decorator, like cached
         instance.__dict__[self._name] = value
         return value
 
+    def compute_into(self, instance: Any) -> Computed:
+        """What __get__ does for an instance, called directly: over a block's receipts this
+        spares the descriptor protocol's call from C into Python once per receipt."""
+        value = self._compute(instance)
+        instance.__dict__[self._name] = value
+        return value
+
 
 @dataclass(frozen=True)
 class Event:
@@ -87,13 +94,19 @@ class Receipt:
         when each event's attributes are leaves (a transfer's, an order's), the receipt is put in
         normal form here and packed in one call; otherwise it is assembled from encoded parts.
         """
-        reason = str(self.reason)
+        # A Reason's text is its _value_ (an attribute read), where str() costs ~2,000 instructions
+        # through the enum's __str__ slot.
+        reason = self.reason._value_ if type(self.reason) is Reason else str(self.reason)
         if type(self.tx_id) is bytes and type(self.detail) is str and len(self.events) <= codec.MAX_CONTAINER_ITEMS:
             events: list[Any] = []
             for event in self.events:
-                attrs = codec.leaf_map_normal(event.attrs) if type(event.attrs) is dict else None
-                if attrs is None or type(event.kind) is not str:
+                attrs = event.attrs
+                if type(attrs) is not dict or type(event.kind) is not str:
                     break
+                if not codec.is_leaf_map_sorted(attrs):  # emitted in key order: packed as it is
+                    attrs = codec.leaf_map_normal(attrs)
+                    if attrs is None:
+                        break
                 events.append([event.kind, attrs])
             else:
                 packed = codec.pack_normal([self.tx_id, reason, self.detail, events])
@@ -166,7 +179,7 @@ class Block:
         """Canonical [header, txs, receipts, system events], assembled from encoded parts."""
         return codec.encode_array([
             codec.encode(self.header.to_wire()),
-            codec.encode(list(self.txs)),
+            _encode_txs(list(self.txs)),
             codec.encode_array([r.encoded for r in self.receipts]),
             codec.encode([e.to_wire() for e in self.system_events]),
         ])
@@ -182,8 +195,25 @@ class Block:
         )
 
 
+def _encode_txs(txs: list[bytes]) -> bytes:
+    """codec.encode(txs): a block's transactions are byte strings, found so in C (a set of their
+    types), then packed in one call without the codec's walk of a thousand items."""
+    if len(txs) <= codec.MAX_CONTAINER_ITEMS and set(map(type, txs)) <= _BYTES_ONLY:
+        packed = codec.pack_normal(txs)
+        if packed is not None:
+            return packed
+    return codec.encode(txs)
+
+
+_BYTES_ONLY = frozenset({bytes})
+
+
 def results_root(receipts: tuple[Receipt, ...] | list[Receipt],
                  system_events: list[Event] | tuple[Event, ...]) -> bytes:
-    leaves = [r.encoded for r in receipts]
+    encode = _RECEIPT_ENCODED.compute_into  # r.encoded, computed and kept, without the slot call
+    leaves = [encode(r) for r in receipts]
     leaves.append(codec.encode([e.to_wire() for e in system_events]))
     return merkle_root(leaves)
+
+
+_RECEIPT_ENCODED: _computed_once[bytes] = Receipt.__dict__["encoded"]

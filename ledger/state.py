@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -87,6 +88,9 @@ _UNSTAGED = object()
 INSORT_MAX_SHARE = 8
 
 
+_new_overlay = object.__new__
+
+
 class Overlay:
     """Staged writes over a parent reader; None marks a deletion."""
 
@@ -111,6 +115,18 @@ class Overlay:
         else:
             self._layers = (self.writes,)
             self._bottom_get = parent.get
+
+    def child(self) -> Overlay:
+        """Overlay(self), built without the constructor's call and type tests (an Overlay per
+        transaction): the same attributes, this overlay's layers under the child's writes."""
+        child = _new_overlay(Overlay)
+        child.parent = self
+        child.writes = writes = {}
+        child._sorted = []
+        child._unsorted = []
+        child._layers = (writes, *self._layers)
+        child._bottom_get = self._bottom_get
+        return child
 
     def get(self, key: bytes) -> bytes | None:
         for writes in self._layers:
@@ -166,7 +182,8 @@ class Overlay:
         """
         if type(target) is Overlay:
             staged = target.writes
-            target._unsorted.extend(key for key in self.writes if key not in staged)
+            # filterfalse: the keys new to target, in order, without a generator's resumptions
+            target._unsorted.extend(itertools.filterfalse(staged.__contains__, self.writes))
             staged.update(self.writes)
             return
         for key, value in self.writes.items():

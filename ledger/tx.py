@@ -190,8 +190,11 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
         return None
     signatures = wire[1]
     version, chain_id, contract, method, args, nonce, expires_at_ms, signers = wire[0]
-    if (type(version) is not int or version != TX_FORMAT_VERSION or not _is_known_name(chain_id)
-            or not _is_known_name(contract) or not _is_known_name(method)
+    known = _KNOWN_NAMES  # the three names' common case in the condition, _is_known_name otherwise
+    if (type(version) is not int or version != TX_FORMAT_VERSION
+            or not ((type(chain_id) is str and chain_id in known) or _is_known_name(chain_id))
+            or not ((type(contract) is str and contract in known) or _is_known_name(contract))
+            or not ((type(method) is str and method in known) or _is_known_name(method))
             or type(args) is not dict or not _flat_sorted(args)
             or type(nonce) is not int or not 0 <= nonce <= MAX_NONCE
             or type(expires_at_ms) is not int or not 0 <= expires_at_ms <= MAX_NONCE
@@ -204,7 +207,7 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
     for sig in signatures:
         if type(sig) is not bytes or len(sig) != SIGNATURE_BYTES:
             return None
-    if len(set(signers)) != len(signers) or not codec.encodes_to(wire, raw):
+    if (len(signers) > 1 and len(set(signers)) != len(signers)) or not codec.encodes_to(wire, raw):
         return None
     body = built(TxBody, {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
                           "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
@@ -229,7 +232,7 @@ def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
     signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
     body_bytes = raw[1:len(raw) - signatures_bytes]
     return built(SignedTx, {"body": body, "signatures": tuple(signatures), "raw": raw, "body_bytes": body_bytes,
-                            "tx_id": tx_id_of(body_bytes)})
+                            "tx_id": hashlib.sha256(TX_ID_DOMAIN + body_bytes).digest()})  # tx_id_of
 
 
 def _decode_general(raw: bytes) -> SignedTx:
