@@ -17,6 +17,7 @@ from typing import Any
 
 from contracts.registry import default_registry
 from ledger import gc_policy
+from ledger.batch import MAX_BATCH_TXS
 from ledger.executor import Executor
 from ledger.genesis import Genesis
 from ledger.keys import KeyPair
@@ -185,6 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    for name, value, low, high in (("--orders", args.orders, 1, MAX_BENCH_ORDERS),
+                                   ("--resting", args.resting, 0, MAX_BENCH_ORDERS),
+                                   ("--batch-size", args.batch_size, 1, MAX_BATCH_TXS)):
+        if not low <= value <= high:
+            parser.error(f"{name} must be {low:,}..{high:,}")  # a usage line, not a traceback
     gc_policy.tune_for_blocks()  # as a node runs (keiretsu_node/node.py)
     result = run_market_bench(args.orders, args.resting, batch_size=args.batch_size)
     if args.json:

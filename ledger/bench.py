@@ -16,8 +16,9 @@ from typing import Any
 
 from contracts.registry import default_registry
 from ledger import gc_policy
+from ledger.batch import MAX_BATCH_TXS
 from ledger.executor import Executor
-from ledger.sandbox import SANDBOX_CURRENCY, Sandbox, make_sandbox
+from ledger.sandbox import MAX_SANDBOX_HOLDERS, SANDBOX_CURRENCY, Sandbox, make_sandbox
 from ledger.sigpool import SignaturePool
 from ledger.store import LedgerStore
 
@@ -156,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where signature checks run: worker processes (default) or a thread pool")
     parser.add_argument("--json", action="store_true", help="print one JSON object per mode")
     args = parser.parse_args(argv)
+    for name, value, low, high in (("--transfers", args.transfers, 1, MAX_BENCH_TRANSFERS),
+                                   ("--runs", args.runs, 1, MAX_BENCH_RUNS),
+                                   ("--batch-size", args.batch_size, 1, MAX_BATCH_TXS),
+                                   ("--accounts", args.accounts, 2, MAX_SANDBOX_HOLDERS)):
+        if not low <= value <= high:
+            parser.error(f"{name} must be {low:,}..{high:,}")  # a usage line, not a traceback
     gc_policy.tune_for_blocks()  # as a node runs (keiretsu_node/node.py)
     for verify in (False, True):
         result = run_ledger_bench(args.transfers, args.batch_size, verify, accounts=args.accounts, runs=args.runs,

@@ -52,6 +52,16 @@ def test_bench_rejects_bad_paths_before_starting_anything(args: list[str], messa
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["bench", "ledger", "--transfers", "0"], "--transfers must be 1..1,000,000"),
+    (["bench", "ledger", "--batch-size", "0"], "--batch-size must be 1..10,000"),
+    (["bench", "market", "--resting", "-1"], "--resting must be 0..1,000,000"),
+])
+def test_bench_rejects_out_of_range_counts_with_a_usage_line(args: list[str], message: str) -> None:
+    result = keiretsu(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_network_init_rejects_a_bad_config_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "net.toml"
     bad.write_text('chain_id = "x"\n[[nodes]]\nname = "a"\nhost = "127.0.0.1"\np2p_port = 99999\napi_port = 1\n')
