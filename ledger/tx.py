@@ -195,7 +195,7 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
             or not ((type(chain_id) is str and chain_id in known) or _is_known_name(chain_id))
             or not ((type(contract) is str and contract in known) or _is_known_name(contract))
             or not ((type(method) is str and method in known) or _is_known_name(method))
-            or type(args) is not dict or not _flat_sorted(args)
+            or type(args) is not dict or not codec.is_leaf_map_sorted(args)
             or type(nonce) is not int or not 0 <= nonce <= MAX_NONCE
             or type(expires_at_ms) is not int or not 0 <= expires_at_ms <= MAX_NONCE
             or type(signers) is not list or not 0 < len(signers) <= MAX_SIGNERS
@@ -212,17 +212,6 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
     body = built(TxBody, {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
                           "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
     return _signed(body, signatures, raw)
-
-
-def _flat_sorted(args: dict[Any, Any]) -> bool:
-    """Text keys in increasing order (a dict holds none twice), and only leaf values."""
-    leaves = codec.LEAF_TYPES
-    previous = ""
-    for key, value in args.items():
-        if type(key) is not str or key <= previous or type(value) not in leaves:
-            return False
-        previous = key
-    return True
 
 
 def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
