@@ -105,6 +105,7 @@ def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read the network in {network}: {exc}") from exc
     processes = NodeProcesses(configs, urls)
+    _interrupt_on_terminate()
     processes.start_all()
     try:
         with console.status("starting nodes and electing a leader…"):
@@ -125,6 +126,15 @@ def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds
     finally:
         processes.stop_all(STOP_GRACE_S)
     console.print("stopped")
+
+
+def _interrupt_on_terminate() -> None:
+    """SIGTERM (`kill`, a service manager) and SIGHUP (the terminal closed) stop the network as
+    Ctrl-C does; their default would end this process and leave its nodes running."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
 
 def _watch(processes: NodeProcesses, seconds: float | None) -> None:

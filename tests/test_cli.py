@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -119,3 +121,35 @@ def test_up_starts_plays_the_demo_stops_and_resumes(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr + second.stdout
     log = (tmp_path / "data" / "network" / "node1" / "node.log").read_text()
     assert "height 10" in log.splitlines()[-1] or "height 10" in log
+
+
+def test_up_stops_every_node_on_sigterm(tmp_path: Path) -> None:
+    p2p, api = free_ports(2)
+    up = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--dir", str(tmp_path / "data"),
+                           "--p2p-base", str(p2p - 1), "--api-base", str(api - 1), "--nodes", "1", "--no-demo"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=REPO)
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:  # bounded by the network's start-up; the finally kills on failure
+            if line.startswith("running;"):
+                break
+        node_log = tmp_path / "data" / "network" / "node1" / "node.log"
+        up.send_signal(signal.SIGTERM)
+        rest = up.communicate(timeout=60)[0]
+    finally:
+        up.kill()
+        _kill_processes_mentioning(tmp_path)  # a node the bug under test would have left running
+    assert up.returncode == 0 and "stopped" in rest
+    assert "stopping node node1" in node_log.read_text(), "the node must have been told to stop"
+    with pytest.raises(ConnectionRefusedError):  # nothing left listening on the node's API port
+        socket.create_connection(("127.0.0.1", api), timeout=5).close()
+
+
+def _kill_processes_mentioning(path: Path) -> None:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+
