@@ -135,7 +135,8 @@ async def _print_state(client: Client, console: Console, isin: str, currency: st
     cap_table.add_column("shares", justify="right")
     cap_table.add_column("%", justify="right")
     names = {address: who for who, address in people.items()}
-    for row in cap["holders"]:
+    # The API lists holders in address order (its paging cursor); a cap table reads largest first.
+    for row in sorted(cap["holders"], key=lambda r: (-r["total"], r["address"])):
         share_bp = row["total"] * 10_000 // max(cap["outstanding"], 1)
         cap_table.add_row(names.get(row["address"], row["address"]), f"{row['total']:,}",
                           f"{share_bp // 100}.{share_bp % 100:02d}")
