@@ -106,8 +106,8 @@ def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds
         raise CliError(f"cannot read the network in {network}: {exc}") from exc
     processes = NodeProcesses(configs, urls)
     _interrupt_on_terminate()
-    processes.start_all()
     try:
+        processes.start_all()  # inside the try: a signal or failure halfway stops those started
         with console.status("starting nodes and electing a leader…"):
             asyncio.run(processes.wait_ready(timeout_s=READY_TIMEOUT_S))
         console.print(f"[bold green]network {genesis.chain_id} is up[/bold green] — {len(configs)} nodes")
@@ -124,6 +124,8 @@ def up(root: Path, nodes: int, p2p_base: int, api_base: int, demo: bool, seconds
     except KeyboardInterrupt:
         console.print("\nstopping…")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second signal must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
         processes.stop_all(STOP_GRACE_S)
     console.print("stopped")
 
