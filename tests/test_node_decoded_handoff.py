@@ -56,6 +56,8 @@ def test_reusing_decoded_transactions_gives_the_same_blocks_and_state_as_decodin
             assert a.block.hash() == b.block.hash()
             assert a.dropped == b.dropped
             assert [tx.raw for tx in a.txs] == [tx.raw for tx in b.txs]
+            reused = [tx for tx in b.txs if tx.raw in known]
+            assert reused and all(tx is known[tx.raw] for tx in reused)  # used, not decoded again
         assert plain.store.position == reusing.store.position
     assert len(asked) == sum(len(txs) for txs in blocks())
 
