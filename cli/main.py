@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # a path or socket the operator named: say which, without a traceback
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc or type(exc).__name__}{where}", file=sys.stderr)
+        print(f"error: {exc.strerror or str(exc) or type(exc).__name__}{where}", file=sys.stderr)
         return 1
     return 0
 
