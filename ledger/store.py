@@ -108,19 +108,16 @@ def history_keys(subjects: list[str], height: int, kind: int, index: int) -> lis
 
 def index_transactions(index: dict[bytes, bytes], height: int, tx_ids: list[bytes],
                        subjects: list[list[str]]) -> None:
-    """A block's tx index entries and history keys (HISTORY_TX) into `index`, the transaction's
-    position in the block and the height's bytes built once per block, not per subject."""
-    at = height.to_bytes(8, "big") + bytes([HISTORY_TX])
+    """A block's tx index entries and history keys (HISTORY_TX) into `index`, the height's
+    bytes of the index entry built once per block."""
     # The entry encode([height, position]) is the 2-array header, then each int's bytes: the
     # height's packed once per block, a position's kept (a msgpack call per entry cost ~3,200
     # instructions, a kept one a cache hit).
     entry_head = b"\x92" + codec.encode(height)
-    prefix_of_subject = _history_prefix
     for position, (tx_id, tx_subjects) in enumerate(zip(tx_ids, subjects, strict=True)):
         index[TX_INDEX_PREFIX + tx_id] = entry_head + _packed_position(position)
-        suffix = at + position.to_bytes(4, "big")
-        for subject in tx_subjects:
-            index[prefix_of_subject(subject) + suffix] = b""
+        for key in history_keys(tx_subjects, height, HISTORY_TX, position):
+            index[key] = b""
 
 
 @functools.lru_cache(maxsize=MAX_BATCH_TXS)  # a block's positions: 0 .. MAX_BATCH_TXS - 1
