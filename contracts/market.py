@@ -221,18 +221,18 @@ def _check_taker(ctx: Context, owner: str, request: OrderRequest,
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{request.isin} is paused")
     # Both assets' freezes in one lookup (reads only); refused below in the documented order.
-    held_security, held_cash = compliance.freeze_states(ctx, owner, request.isin, request.currency)
+    security_freeze, cash_freeze = compliance.freeze_states(ctx, owner, request.isin, request.currency)
     if request.side == BUY:
-        securities.check_receiver(ctx, instrument, owner, frozen=held_security.frozen)
-        paying = compliance.refuse_frozen(owner, request.currency, held_cash)
+        securities.check_receiver(ctx, instrument, owner, frozen=security_freeze.frozen)
+        paying = compliance.refuse_frozen(owner, request.currency, cash_freeze)
         held = compliance.check_spendable(ctx, owner, request.currency,
                                           notional(request.price, request.quantity, scale), paying)
     else:
         if ctx.block.time_ms < instrument.lockup_until_ms:
             raise ContractError(Reason.LOCKED_UP, f"{request.isin} is locked up until {instrument.lockup_until_ms}")
         participants.require_eligible(ctx, owner, Reason.SENDER_NOT_ELIGIBLE)
-        compliance.refuse_frozen(owner, request.currency, held_cash)
-        paying = compliance.refuse_frozen(owner, request.isin, held_security)
+        compliance.refuse_frozen(owner, request.currency, cash_freeze)
+        paying = compliance.refuse_frozen(owner, request.isin, security_freeze)
         held = compliance.check_spendable(ctx, owner, request.isin, request.quantity, paying)
     return instrument, paying, held
 
