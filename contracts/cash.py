@@ -136,7 +136,7 @@ def transfer_checked(ctx: Context, currency: str, source: str, target: str, amou
     """check_transfer, then move (from the source's locked part if from_locked)."""
     held = _check_transfer(ctx, currency, source, target, amount, from_locked)
     if from_locked:
-        balances.move_locked(ctx, currency, source, target, amount)
+        balances.move_locked(ctx, currency, source, target, amount, source_balance=held)
     else:
         balances.move(ctx, currency, source, target, amount, source_balance=held)
 

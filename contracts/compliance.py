@@ -61,6 +61,12 @@ def _freeze_keys(account: str, asset: str) -> tuple[bytes, bytes]:
     return freeze_key(account, WHOLE_ACCOUNT), freeze_key(account, asset)
 
 
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
+def _pair_keys(account: str, first: str, second: str) -> tuple[bytes, bytes, bytes]:
+    """The whole-account key and the two per-asset keys, in one cached call (twice per order)."""
+    return freeze_key(account, WHOLE_ACCOUNT), freeze_key(account, first), freeze_key(account, second)
+
+
 def freeze_state(ctx: Context, account: str, asset: str) -> FreezeState:
     """One lookup a transfer reuses for every freeze rule of (account, asset)."""
     whole, scoped = _freeze_keys(account, asset)
@@ -69,7 +75,23 @@ def freeze_state(ctx: Context, account: str, asset: str) -> FreezeState:
         return WHOLLY_FROZEN
     if state.get(scoped) is None:  # the common case, answered without the record memo's call
         return NOT_FROZEN
-    amount = ctx.record(scoped)["amount"]
+    return _scoped_state(ctx, scoped)
+
+
+def freeze_states(ctx: Context, account: str, first: str, second: str) -> tuple[FreezeState, FreezeState]:
+    """(freeze_state(first), freeze_state(second)), reading the whole-account key once: an
+    order's entry checks and a maker's eligibility each ask about the security and the currency."""
+    whole, first_key, second_key = _pair_keys(account, first, second)
+    get = ctx.state.get
+    if get(whole) is not None:
+        return WHOLLY_FROZEN, WHOLLY_FROZEN
+    return (NOT_FROZEN if get(first_key) is None else _scoped_state(ctx, first_key),
+            NOT_FROZEN if get(second_key) is None else _scoped_state(ctx, second_key))
+
+
+def _scoped_state(ctx: Context, key: bytes) -> FreezeState:
+    """What the per-asset freeze record at key (which exists) means."""
+    amount = ctx.record(key)["amount"]
     return WHOLLY_FROZEN if amount is None else FreezeState(False, amount)
 
 
@@ -104,7 +126,11 @@ def frozen_amount(ctx: Context, account: str, asset: str) -> int:
 def check_not_frozen(ctx: Context, account: str, asset: str) -> FreezeState:
     """ACCOUNT_FROZEN if nothing of `asset` may move at `account`; else its freeze state, which
     the caller may pass on to check_spendable (nothing is written in between)."""
-    state = freeze_state(ctx, account, asset)
+    return refuse_frozen(account, asset, freeze_state(ctx, account, asset))
+
+
+def refuse_frozen(account: str, asset: str, state: FreezeState) -> FreezeState:
+    """check_not_frozen on a freeze state already read (freeze_states answers two at once)."""
     if state.frozen:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"{account} is frozen for {asset}")
     return state
@@ -118,18 +144,20 @@ def spendable(ctx: Context, account: str, asset: str) -> int:
 
 
 def check_spendable(ctx: Context, account: str, asset: str, amount: int,
-                    known: FreezeState | None = None) -> balances.Balance:
+                    known: FreezeState | None = None, held: balances.Balance | None = None) -> balances.Balance:
     """Refuse to spend (move or lock) more of the free balance than a freeze leaves.
 
     INSUFFICIENT_FREE_BALANCE if the free balance itself is short, ACCOUNT_FROZEN if the
     shortfall is due to a freeze. The market and offerings call this before balances.lock.
-    `known`: the freeze state check_not_frozen just returned for the same account and asset.
+    `known`: the freeze state check_not_frozen just returned for the same account and asset;
+    `held`: the account's balance of the asset as the caller just read it (nothing written since).
     Returns the balance it read, for a caller that moves the amount next.
     """
     state = check_not_frozen(ctx, account, asset) if known is None else known
     if state.frozen:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"{account} is frozen for {asset}")
-    held = balances.get(ctx, asset, account)
+    if held is None:
+        held = balances.get(ctx, asset, account)
     free = held.free
     if free < amount:
         raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{account} has {free} free {asset}, needs {amount}")

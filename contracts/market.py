@@ -17,7 +17,7 @@ import msgpack
 from contracts import balances, compliance, market_data, orderbook, participants, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
 from contracts.cash import CURRENCY_CODE, currency_key, require_currency
-from contracts.market_data import BookStats, DayBar, Trade, TradeRecorder
+from contracts.market_data import BookStats, DayBar, Trade
 from contracts.matching import BookSpec, MatchResult, match, notional, take_off_book
 from contracts.orderbook import (
     BUY,
@@ -214,25 +214,27 @@ def _check_request(ctx: Context, request: OrderRequest, params: BookParams) -> N
 
 
 def _check_taker(ctx: Context, owner: str, request: OrderRequest,
-                 scale: int) -> tuple[securities.Instrument, compliance.FreezeState]:
+                 scale: int) -> tuple[securities.Instrument, compliance.FreezeState, balances.Balance]:
     """The rules of the placing account's own side, and that it can pay for the whole order;
-    the instrument and the taker's freeze state of the asset it pays with."""
+    the instrument, the taker's freeze state of the asset it pays with and its balance of it."""
     instrument = securities.require_instrument(ctx, request.isin)
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{request.isin} is paused")
+    # Both assets' freezes in one lookup (reads only); refused below in the documented order.
+    security_freeze, cash_freeze = compliance.freeze_states(ctx, owner, request.isin, request.currency)
     if request.side == BUY:
-        securities.check_receiver(ctx, instrument, owner)
-        paying = compliance.check_not_frozen(ctx, owner, request.currency)
-        compliance.check_spendable(ctx, owner, request.currency,
-                                   notional(request.price, request.quantity, scale), paying)
+        securities.check_receiver(ctx, instrument, owner, frozen=security_freeze.frozen)
+        paying = compliance.refuse_frozen(owner, request.currency, cash_freeze)
+        held = compliance.check_spendable(ctx, owner, request.currency,
+                                          notional(request.price, request.quantity, scale), paying)
     else:
         if ctx.block.time_ms < instrument.lockup_until_ms:
             raise ContractError(Reason.LOCKED_UP, f"{request.isin} is locked up until {instrument.lockup_until_ms}")
         participants.require_eligible(ctx, owner, Reason.SENDER_NOT_ELIGIBLE)
-        compliance.check_not_frozen(ctx, owner, request.currency)
-        paying = compliance.check_not_frozen(ctx, owner, request.isin)
-        compliance.check_spendable(ctx, owner, request.isin, request.quantity, paying)
-    return instrument, paying
+        compliance.refuse_frozen(owner, request.currency, cash_freeze)
+        paying = compliance.refuse_frozen(owner, request.isin, security_freeze)
+        held = compliance.check_spendable(ctx, owner, request.isin, request.quantity, paying)
+    return instrument, paying, held
 
 
 def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
@@ -240,7 +242,7 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
     params = require_book(ctx, request.isin, request.currency)
     require_trading(ctx, request.isin)
     _check_request(ctx, request, params)
-    instrument, paying = _check_taker(ctx, owner, request, params.scale)
+    instrument, paying, held = _check_taker(ctx, owner, request, params.scale)
     spec = _new(BookSpec, (request.isin, request.currency, params.scale, params.tick_size,
                            instrument.qualified_only))
     terms = _new(FillTerms, (request.isin, request.currency,
@@ -254,13 +256,14 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
              owner=owner, price=order.price, quantity=order.quantity, time_in_force=order.tif, order_type=request.kind,
              expires_at_ms=order.expires_at_ms, client_ref=order.client_ref)
     result = _match_fok(ctx, spec, terms, order) if order.tif == FOK else _match(ctx, spec, terms, order)
-    return _finish(ctx, spec, result)
+    # What rests is locked from the balance read at entry unless matching may have changed it.
+    return _finish(ctx, spec, result, None if result.met_maker else held)
 
 
 def _match(ctx: Context, spec: BookSpec, terms: FillTerms, order: Order) -> MatchResult:
-    recorder = TradeRecorder(ctx, spec.isin, spec.currency)
-    result = match(ctx, spec, terms, order, recorder)
-    recorder.flush()
+    result = match(ctx, spec, terms, order)
+    if result.recorder is not None:
+        result.recorder.flush()
     return result
 
 
@@ -274,7 +277,9 @@ def _match_fok(ctx: Context, spec: BookSpec, terms: FillTerms, order: Order) -> 
     return result
 
 
-def _finish(ctx: Context, spec: BookSpec, result: MatchResult) -> Order:
+def _finish(ctx: Context, spec: BookSpec, result: MatchResult, held: balances.Balance | None) -> Order:
+    """`held`: the owner's balance of the asset it pays with, if nothing has written it since
+    it was read (None: read it again)."""
     order = result.taker
     if order.remaining == 0:
         ctx.emit("order_filled", order_id=order.order_id, owner=order.owner, quantity=order.quantity)
@@ -291,9 +296,10 @@ def _finish(ctx: Context, spec: BookSpec, result: MatchResult) -> Order:
         return order
     order = order.with_status(orderbook.advance(order.status, orderbook.REST))
     if order.side == BUY:
-        balances.lock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale))
+        balances.lock(ctx, spec.currency, order.owner, notional(order.price, order.remaining, spec.scale),
+                      source_balance=held)
     else:
-        balances.lock(ctx, spec.isin, order.owner, order.remaining)
+        balances.lock(ctx, spec.isin, order.owner, order.remaining, source_balance=held)
     order = orderbook.rest(ctx, order)
     ctx.emit("order_rested", order_id=order.order_id, owner=order.owner, price=order.price,
              remaining=order.remaining, status=order.status)

@@ -63,6 +63,8 @@ def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: s
 class MatchResult:
     taker: Order  # after its fills: remaining and status updated
     stopped: str = ""  # STEP_LIMIT if the step bound stopped an order that could still trade
+    met_maker: bool = False  # a maker was met: balances (the taker's too) may have changed
+    recorder: TradeRecorder | None = None  # made at the first fill (most orders make none); flush it
 
 
 class _Eligibility:
@@ -87,16 +89,15 @@ class _Eligibility:
         if maker.side == BUY and not (found.has_role(participants.INVESTOR)
                                       and (found.qualified or not self.spec.qualified_only)):
             return False
-        return not (compliance.is_frozen(self.ctx, maker.owner, self.spec.isin)
-                    or compliance.is_frozen(self.ctx, maker.owner, self.spec.currency))
+        security, currency = compliance.freeze_states(self.ctx, maker.owner, self.spec.isin, self.spec.currency)
+        return not (security.frozen or currency.frozen)
 
 
 def crosses(taker: Order, maker_price: int) -> bool:
     return maker_price <= taker.price if taker.side == BUY else maker_price >= taker.price
 
 
-def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Order,
-          recorder: TradeRecorder) -> MatchResult:
+def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Order) -> MatchResult:
     """Fill `taker` against the opposite side, best price first and oldest first within a price.
 
     The taker pays from its free balance (checked at entry); makers pay from what they locked.
@@ -105,6 +106,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
     can no longer trade (suspended, frozen) are cancelled. At most MAX_MATCH_STEPS makers are
     visited; `stopped` says so, and the caller must not rest a remainder that could cross.
     `terms` come from the taker's entry checks (settlement.settle_fill says which they are).
+    The caller flushes `recorder` of the result, if a fill made one.
     """
     result = MatchResult(taker)
     opposite = SELL if taker.side == BUY else BUY
@@ -116,6 +118,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         best = orderbook.best_price(ctx, spec.isin, spec.currency, opposite)
         if best is None or not crosses(result.taker, best):
             return result
+        result.met_maker = True
         level, maker = orderbook.head_of_level(ctx, spec.isin, spec.currency, opposite, best)
         if maker.expired_at(now_ms):
             take_off_book(ctx, spec, maker, orderbook.EXPIRE)
@@ -124,7 +127,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
         else:
             eligible = eligible or _Eligibility(ctx, spec)
             if eligible.ok(maker):
-                _fill(ctx, spec, terms, maker, level, result, recorder)
+                _fill(ctx, spec, terms, maker, level, result)
             else:
                 take_off_book(ctx, spec, maker, orderbook.CANCEL, MAKER_INELIGIBLE)
     if result.taker.remaining > 0:
@@ -135,7 +138,7 @@ def match(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, taker: Orde
 
 
 def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Order, level: orderbook.Level,
-          result: MatchResult, recorder: TradeRecorder) -> None:
+          result: MatchResult) -> None:
     """One fill of the taker against the maker at the head of the best level (`level`, as read;
     settling writes balances only, so it is still current when the book is updated)."""
     taker = result.taker
@@ -161,6 +164,9 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
     taker_left = taker.remaining - quantity
     taker_status = orderbook.advance(taker.status, orderbook.FILL_ALL if taker_left == 0 else orderbook.FILL_SOME)
     result.taker = taker.filled_to(taker_left, taker_status)
+    recorder = result.recorder
+    if recorder is None:
+        recorder = result.recorder = TradeRecorder(ctx, spec.isin, spec.currency)
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
     ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
              quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,

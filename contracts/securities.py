@@ -112,14 +112,16 @@ def save_instrument(ctx: Context, instrument: Instrument) -> None:
 # ---------------------------------------------------------------- rules
 
 
-def check_receiver(ctx: Context, instrument: Instrument, account: str, *, freed_slots: int = 0) -> None:
-    """May `account` receive this security now? `freed_slots` = holders the same move removes."""
+def check_receiver(ctx: Context, instrument: Instrument, account: str, *, freed_slots: int = 0,
+                   frozen: bool | None = None) -> None:
+    """May `account` receive this security now? `freed_slots` = holders the same move removes;
+    `frozen`: compliance.is_frozen(account, the security), if the caller has just asked it."""
     found = participants.require_eligible(ctx, account, Reason.RECEIVER_NOT_ELIGIBLE)
     if not found.has_role(participants.INVESTOR):
         raise ContractError(Reason.RECEIVER_NOT_ELIGIBLE, f"receiver {account} is not an investor")
     if instrument.qualified_only and not found.qualified:
         raise ContractError(Reason.QUALIFIED_ONLY, f"{instrument.isin} is for qualified investors only")
-    if compliance.is_frozen(ctx, account, instrument.isin):
+    if compliance.is_frozen(ctx, account, instrument.isin) if frozen is None else frozen:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"receiver {account} is frozen for {instrument.isin}")
     if instrument.max_holders is not None and balances.get(ctx, instrument.isin, account).total == 0:
         after = balances.holder_count(ctx, instrument.isin) + 1 - freed_slots

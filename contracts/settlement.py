@@ -158,14 +158,10 @@ def _move(ctx: Context, terms: FillTerms, asset: str, source: str, target: str, 
           held: balances.Balance | None) -> None:
     """One leg's movement: the maker's locked units, or the taker's spendable ones under the
     freeze read at entry. `held`: the source's balance if the caller has just read it."""
-    if from_locked:
-        if held is None:
-            held = balances.get(ctx, asset, source)
-        if held.locked < units:
-            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {asset}")
-        balances.move_locked(ctx, asset, source, target, units)
+    if from_locked:  # move_locked refuses INSUFFICIENT_LOCKED_BALANCE as transfer_checked does
+        balances.move_locked(ctx, asset, source, target, units, source_balance=held)
     else:
-        held = compliance.check_spendable(ctx, source, asset, units, terms.taker_freeze)
+        held = compliance.check_spendable(ctx, source, asset, units, terms.taker_freeze, held)
         balances.move(ctx, asset, source, target, units, source_balance=held)
 
 
