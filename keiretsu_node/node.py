@@ -32,6 +32,7 @@ from keiretsu_node.jsonview import receipt_json
 from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
 from keiretsu_node.mempool import REFORWARD_AFTER_MS, REPROPOSE_AFTER_MS, Mempool, MempoolFull
 from keiretsu_node.metrics import NodeMetrics
+from keiretsu_node.waiters import BatchWait, Waiters
 from ledger import codec
 from ledger.batch import Batch
 from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
@@ -153,7 +154,7 @@ class Node:
         except (plyvel.Error, StoreError) as exc:
             self.store.close()
             raise NodeError(f"cannot open the raft log in {config.data_dir}: {_one_line(exc)}") from exc
-        self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._waiters = Waiters(MAX_WAITERS)
         self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._tx_arrived = asyncio.Event()  # wakes the leader's cut loop
         self._forward_wakeup = asyncio.Event()  # wakes the follower's forward loop
@@ -241,11 +242,7 @@ class Node:
             self._runner = None
         await self.consensus.stop()
         await self.transport.stop()
-        for futures in self._waiters.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
-        self._waiters.clear()
+        self._waiters.cancel_all()
         self.store.close()
         TRACE.stop()
 
@@ -471,9 +468,7 @@ class Node:
         self.mempool.store = store
 
     def _resolve(self, tx_id: bytes, status: dict[str, Any]) -> None:
-        for fut in self._waiters.pop(tx_id, []):
-            if not fut.done():
-                fut.set_result(status)
+        self._waiters.resolve(tx_id, status)
 
     # ------------------------------------------------------------ what clients ask
 
@@ -481,53 +476,52 @@ class Node:
         status = self.tx_status(tx_id)
         if status["status"] not in ("pending", "unknown"):
             return status
-        if len(self._waiters) >= MAX_WAITERS:
+        if self._waiters.full():
             return status
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(tx_id, []).append(fut)
+        self._waiters.add(tx_id, fut)
         try:
             async with asyncio.timeout(timeout_s):
                 return await fut
         except TimeoutError:
             return self.tx_status(tx_id)
         finally:
-            waiting = self._waiters.get(tx_id)
-            if waiting and fut in waiting:
-                waiting.remove(fut)
-                if not waiting:
-                    del self._waiters[tx_id]
+            self._waiters.discard(tx_id, fut)
 
     async def wait_for_all(self, tx_ids: list[bytes], timeout_s: float) -> dict[str, dict[str, Any]]:
-        """wait_for over a batch with one timer for all: a task, a shield and a timer per
-        transaction were among the event loop's top frames when profiled under load."""
-        out: dict[str, dict[str, Any]] = {}
-        futures: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
-        loop = asyncio.get_running_loop()
+        """wait_for over a batch: one future and one timer for the whole request (waiters.py),
+        where a future per transaction cost a scheduled callback each on the event loop."""
+        out: dict[bytes, dict[str, Any]] = {}
+        batch = BatchWait(asyncio.get_running_loop())
+        registered: dict[bytes, None] = {}  # ordered, and the same id twice is waited for once
         for tx_id in tx_ids:
+            if tx_id in out or tx_id in registered:
+                continue
             # In the pool means not yet applied here, or applied but not yet reported to this
             # loop: either way _on_block resolves the waiter, and the ledger lookup tx_status
             # would make (one LevelDB read per transaction, nearly always a miss) is not needed.
-            if not self.mempool.contains(tx_id) or len(self._waiters) >= MAX_WAITERS:
+            if not self.mempool.contains(tx_id) or self._waiters.full():
                 status = self.tx_status(tx_id)
-                if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
-                    out[tx_id.hex()] = status
+                if status["status"] not in ("pending", "unknown") or self._waiters.full():
+                    out[tx_id] = status
                     continue
-            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-            self._waiters.setdefault(tx_id, []).append(fut)
-            futures[tx_id] = fut
+            self._waiters.add(tx_id, batch)
+            registered[tx_id] = None
+        batch.expect(len(registered))
         try:
-            if futures:
-                await asyncio.wait(futures.values(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await batch.done
+        except TimeoutError:
+            pass
         finally:
-            for tx_id, fut in futures.items():
-                waiting = self._waiters.get(tx_id)
-                if waiting and fut in waiting:
-                    waiting.remove(fut)
-                    if not waiting:
-                        del self._waiters[tx_id]
-        for tx_id, fut in futures.items():
-            out[tx_id.hex()] = fut.result() if fut.done() and not fut.cancelled() else self.tx_status(tx_id)
-        return {t.hex(): out[t.hex()] for t in tx_ids}
+            if batch.remaining > 0:  # timed out or cancelled: forget what is still registered
+                for tx_id in registered:
+                    if tx_id not in batch.statuses:
+                        self._waiters.discard(tx_id, batch)
+        for tx_id in registered:
+            found = batch.statuses.get(tx_id)
+            out[tx_id] = found if found is not None else self.tx_status(tx_id)
+        return {t.hex(): out[t] for t in tx_ids}
 
     def tx_status(self, tx_id: bytes) -> dict[str, Any]:
         location = self.store.tx_location(tx_id)
