@@ -9,6 +9,7 @@ removal each, per transaction, on the event loop that also runs Raft and the HTT
 from __future__ import annotations
 
 import asyncio
+from collections.abc import KeysView
 from typing import Any
 
 Status = dict[str, Any]
@@ -54,6 +55,10 @@ class Waiters:
 
     def __contains__(self, tx_id: bytes) -> bool:
         return tx_id in self._by_tx
+
+    def ids(self) -> KeysView[bytes]:
+        """The ids waited for, as a live view (membership tests at C speed)."""
+        return self._by_tx.keys()
 
     def full(self) -> bool:
         return len(self._by_tx) >= self.max_txs

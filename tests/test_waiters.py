@@ -75,3 +75,4 @@ def test_nothing_to_wait_for_is_done_at_once_and_stopping_cancels_the_rest() -> 
         assert batch.done.cancelled() and len(waiters) == 0
 
     asyncio.run(scenario())
+
