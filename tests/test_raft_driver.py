@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from consensus.driver import DriverConfig, NotLeader, ProposalCovered, RaftDriver
-from consensus.messages import Entry
+from consensus.messages import ConfState, Entry, SnapshotMeta
 from consensus.storage import LevelDBLogStore
 
 IDS = ("a", "b", "c")
@@ -187,6 +187,21 @@ async def test_a_proposal_a_snapshot_covers_is_answered_when_it_is_installed(clu
     with pytest.raises(ProposalCovered):
         pending.result()  # its term is not the snapshot's: which entry committed is not known
     assert b"lost" not in [d for _, d in apps[new.config.node_id].entries]
+
+
+async def test_a_covered_proposal_of_the_snapshots_own_term_is_known_to_have_committed(tmp_path) -> None:
+    """Only the term's leader (the proposer) made entries of that term, so a snapshot ending in
+    one holds the proposal (Log Matching); one of another term does not say."""
+    driver = make_driver(LoopbackNet(), tmp_path, "a", MemoryApp(), seed=0)
+    loop = asyncio.get_running_loop()
+    ours, other, beyond = loop.create_future(), loop.create_future(), loop.create_future()
+    driver._proposals = {4: (3, ours), 5: (2, other), 9: (3, beyond)}
+    driver._settle_covered_proposals(SnapshotMeta(7, 3, ConfState(IDS)))
+    assert ours.result() == 4
+    with pytest.raises(ProposalCovered):
+        other.result()
+    assert not beyond.done() and list(driver._proposals) == [9]  # not covered: still waits
+    driver.store.close()
 
 
 async def test_leadership_transfer_moves_the_leader(cluster) -> None:
