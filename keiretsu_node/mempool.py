@@ -8,6 +8,7 @@ passes waits here until the leader proposes it or a follower forwards it to the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 from contracts.registry import Registry
 from ledger.executor import MAX_TX_LIFETIME_MS, VerifiedCache
@@ -114,7 +115,9 @@ class Mempool:
         """Pending transactions in arrival order, marked handed off (proposed or forwarded)."""
         out: list[SignedTx] = []
         total = 0
-        for tx_id in list(self._pending):
+        # At most max_txs ids are copied out of the pending dict (it cannot change while we
+        # iterate it), not the whole backlog: a saturated pool holds up to max_txs entries.
+        for tx_id in list(islice(self._pending, max(max_txs, 1))):
             entry = self._entries[tx_id]
             if out and (len(out) >= max_txs or total + entry.size_bytes > max_bytes):
                 break
