@@ -73,6 +73,12 @@ class ProposalLost(Exception):
     """The entry was overwritten by a new leader: it was never committed; safe to resubmit."""
 
 
+class ProposalCovered(Exception):
+    """A snapshot installed here covers the entry's index, and the snapshot does not say which
+    entry committed there: the proposal may or may not have committed. Resubmitting is safe
+    where the application drops duplicates (the ledger does)."""
+
+
 class DriverStopped(Exception):
     pass
 
@@ -402,6 +408,7 @@ class RaftDriver:
             assert self._stage is not None
             await self._stage.install(functools.partial(self._install_snapshot, rd),
                                       rd.snapshot_to_install.index)
+            self._settle_covered_proposals(rd.snapshot_to_install)
         elif rd.hard_state is not None or rd.entries_to_persist:
             # Raft's durability rule: on disk (fsync) before any message that depends on it.
             # A Ready that only moves the commit index needs no fsync: commit is a hint that
@@ -493,6 +500,25 @@ class RaftDriver:
                 fut.set_result(e.index)
             else:
                 fut.set_exception(ProposalLost(f"index {e.index} taken by term {e.term}"))
+
+    def _settle_covered_proposals(self, meta: SnapshotMeta) -> None:
+        """Answer the proposals whose entries an installed snapshot covers: the stage will never
+        apply those indexes here, so without this they waited for their caller's timeout.
+
+        If the snapshot's last entry has the term a proposal was made in, the proposal
+        committed: entries of a term are made only by that term's leader (this node, then), so
+        the committed log up to meta.index is its log, which held the proposal at its index
+        (Log Matching). Otherwise which entry committed at that index is not known here.
+        """
+        for index in [i for i in self._proposals if i <= meta.index]:
+            term, fut = self._proposals.pop(index)
+            if fut.done():
+                continue
+            if term == meta.term:
+                fut.set_result(index)
+            else:
+                fut.set_exception(ProposalCovered(f"index {index} is inside a snapshot to "
+                                                  f"{meta.index} (term {meta.term})"))
 
     def _resolve_reads(self) -> None:
         if not self._read_waits:

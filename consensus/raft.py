@@ -239,7 +239,7 @@ class Raft:
             self.lead_transferee = ""  # a transfer that did not finish in time is abandoned
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._bcast_heartbeat(b"")
+            self._periodic_heartbeats()
 
     def _quorum_active(self) -> bool:
         active = 0
@@ -585,6 +585,7 @@ class Raft:
             return False
         self._send(Message(MT.APPEND, to, self.id, self.term, log_term=prev_term,
                            index=prev_index, entries=tuple(ents), commit=self.log.committed))
+        pr.appended_since_heartbeat = True
         if pr.state == FlowState.REPLICATE and ents:
             pr.optimistic_update(ents[-1].index)
             pr.inflights.add(ents[-1].index)
@@ -599,6 +600,25 @@ class Raft:
         self._send(Message(MT.SNAPSHOT, to, self.id, self.term, snapshot=snap))
         pr.become_snapshot(snap.index)
         return True
+
+    def _periodic_heartbeats(self) -> None:
+        """A heartbeat to each follower that was sent no APPEND since the last heartbeat tick.
+
+        An APPEND resets a follower's election timer and carries the commit index just as a
+        heartbeat does, and its answer marks the follower active (CheckQuorum) as a heartbeat's
+        does; under load appends go out several times per heartbeat interval, so each heartbeat
+        and its answer were two more messages through both nodes' loops for nothing. A follower
+        whose appends are paused (window full, probe unanswered) gets no APPEND, so it gets the
+        heartbeat whose answer unblocks it, as before. Read-index rounds always send theirs.
+        """
+        for pid, pr in self.prs.items():
+            if pid == self.id:
+                continue
+            if pr.appended_since_heartbeat:
+                pr.appended_since_heartbeat = False
+                continue
+            self._send(Message(MT.HEARTBEAT, pid, self.id, self.term,
+                               commit=min(pr.match, self.log.committed)))
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         for pid, pr in self.prs.items():

@@ -18,6 +18,7 @@ from consensus.driver import (
     DriverStopped,
     NotLeader,
     Overloaded,
+    ProposalCovered,
     ProposalLost,
     RaftDriver,
 )
@@ -102,8 +103,8 @@ class ConsensusLink:
         try:
             async with asyncio.timeout(PROPOSE_TIMEOUT_S):
                 return await self.driver.propose(data)
-        except (NotLeader, ProposalLost, Overloaded, DriverStopped, TimeoutError) as exc:
-            log.info("proposal not committed: %r", exc)
+        except (NotLeader, ProposalLost, ProposalCovered, Overloaded, DriverStopped, TimeoutError) as exc:
+            log.info("proposal not known to have committed: %r", exc)
             return None
 
     async def read_barrier(self, timeout_s: float) -> bool:

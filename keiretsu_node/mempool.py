@@ -8,6 +8,7 @@ passes waits here until the leader proposes it or a follower forwards it to the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 from contracts.registry import Registry
 from ledger.executor import MAX_TX_LIFETIME_MS, VerifiedCache
@@ -48,6 +49,12 @@ class Mempool:
         self._by_raw: dict[bytes, SignedTx] = {}
         self._size_bytes = 0
         self.rejected_full = 0
+        # Lower bounds of the earliest expiry and the earliest hand-off among the entries, so
+        # the housekeeping calls (4 a second) skip their scan of the whole pool while nothing
+        # can be due: the scans were 2-4% of the event loop's samples under load (py-spy).
+        # A bound below the true minimum only costs a scan, which then recomputes it.
+        self._expiry_floor_ms: int | None = None
+        self._handoff_floor_ms: int | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,6 +103,9 @@ class Mempool:
         if signatures_verified:
             self.verified_cache.add(tx)
         self._entries[tx.tx_id] = _Entry(tx, size)
+        expires_ms = tx.body.expires_at_ms
+        if self._expiry_floor_ms is None or expires_ms < self._expiry_floor_ms:
+            self._expiry_floor_ms = expires_ms
         self._by_raw[tx.raw] = tx
         self._pending[tx.tx_id] = None
         self._size_bytes += size
@@ -105,7 +115,9 @@ class Mempool:
         """Pending transactions in arrival order, marked handed off (proposed or forwarded)."""
         out: list[SignedTx] = []
         total = 0
-        for tx_id in list(self._pending):
+        # At most max_txs ids are copied out of the pending dict (it cannot change while we
+        # iterate it), not the whole backlog: a saturated pool holds up to max_txs entries.
+        for tx_id in list(islice(self._pending, max(max_txs, 1))):
             entry = self._entries[tx_id]
             if out and (len(out) >= max_txs or total + entry.size_bytes > max_bytes):
                 break
@@ -113,6 +125,8 @@ class Mempool:
             entry.handed_off_ms = now_ms
             out.append(entry.tx)
             total += entry.size_bytes
+        if out and (self._handoff_floor_ms is None or now_ms < self._handoff_floor_ms):
+            self._handoff_floor_ms = now_ms
         return out
 
     def pending_count(self) -> int:
@@ -135,12 +149,21 @@ class Mempool:
         Safe because the executor drops a transaction already in the ledger: at-least-once
         hand-off, exactly-once application.
         """
+        if self._handoff_floor_ms is None or now_ms - self._handoff_floor_ms < after_ms:
+            return 0  # nothing was handed off that long ago
         count = 0
+        floor: int | None = None
         for tx_id, entry in self._entries.items():
-            if entry.handed_off_ms is not None and now_ms - entry.handed_off_ms >= after_ms:
+            handed_off_ms = entry.handed_off_ms
+            if handed_off_ms is None:
+                continue
+            if now_ms - handed_off_ms >= after_ms:
                 entry.handed_off_ms = None
                 self._pending[tx_id] = None
                 count += 1
+            elif floor is None or handed_off_ms < floor:
+                floor = handed_off_ms
+        self._handoff_floor_ms = floor
         return count
 
     def requeue(self, tx_ids: list[bytes]) -> None:
@@ -167,6 +190,9 @@ class Mempool:
                 self._size_bytes -= entry.size_bytes
 
     def expire(self, now_ms: int) -> list[bytes]:
+        if self._expiry_floor_ms is None or now_ms <= self._expiry_floor_ms:
+            return []  # nothing here expires before the floor
         gone = [tx_id for tx_id, e in self._entries.items() if e.tx.body.expires_at_ms < now_ms]
         self.remove(gone)
+        self._expiry_floor_ms = min((e.tx.body.expires_at_ms for e in self._entries.values()), default=None)
         return gone

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from keiretsu_node.jsonview import receipt_json
 from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, recover_dirs
 from keiretsu_node.mempool import REFORWARD_AFTER_MS, REPROPOSE_AFTER_MS, Mempool, MempoolFull
 from keiretsu_node.metrics import NodeMetrics
+from keiretsu_node.waiters import BatchWait, Waiters
 from ledger import codec
 from ledger.batch import Batch
 from ledger.executor import AppliedBlock, Executor, VerifiedCache, verify_all
@@ -153,7 +154,7 @@ class Node:
         except (plyvel.Error, StoreError) as exc:
             self.store.close()
             raise NodeError(f"cannot open the raft log in {config.data_dir}: {_one_line(exc)}") from exc
-        self._waiters: dict[bytes, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._waiters = Waiters(MAX_WAITERS)
         self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
         self._tx_arrived = asyncio.Event()  # wakes the leader's cut loop
         self._forward_wakeup = asyncio.Event()  # wakes the follower's forward loop
@@ -241,11 +242,7 @@ class Node:
             self._runner = None
         await self.consensus.stop()
         await self.transport.stop()
-        for futures in self._waiters.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
-        self._waiters.clear()
+        self._waiters.cancel_all()
         self.store.close()
         TRACE.stop()
 
@@ -430,17 +427,20 @@ class Node:
         block_hash = block.hash().hex()
         # Under load most receipts have neither a waiter nor a subscriber: building their JSON
         # and scanning their events for accounts was most of this callback's cost (profiled).
+        # The waited ones are picked in one comprehension over the ids: every node runs this
+        # for every transaction, and a Python-level step per receipt showed in its call counts.
         publish = self.events.wants_receipts()
-        for index, (receipt, subjects) in enumerate(zip(block.receipts, applied.subjects, strict=True)):
-            if not publish and receipt.tx_id not in self._waiters:
-                continue
+        waited = self._waiters.ids()
+        wanted = range(len(done)) if publish else [i for i, tx_id in enumerate(done) if tx_id in waited]
+        for index in wanted:
+            receipt = block.receipts[index]
             result = receipt_json(receipt)
             status = {"tx_id": receipt.tx_id.hex(), "status": "committed", "height": block.height,
                       "index": index, "block_hash": block_hash, "receipt": result}
             self._resolve(receipt.tx_id, status)
             if publish:
                 # The accounts and assets the history index lists this transaction under.
-                receipts_out.append((frozenset(subjects), NodeEvent("receipt", status)))
+                receipts_out.append((frozenset(applied.subjects[index]), NodeEvent("receipt", status)))
         for drop in applied.dropped:
             if drop.tx_id is None:
                 continue
@@ -454,26 +454,31 @@ class Node:
             self._resolve(drop.tx_id, {"tx_id": drop.tx_id.hex(), "status": "dropped",
                                        "reason": str(drop.reason), "detail": drop.detail})
         self.mempool.remove(done)
-        committed: dict[tuple[str, str], int] = {}
-        for tx, receipt in zip(applied.txs, block.receipts, strict=True):
-            label = (tx.body.contract, "valid" if receipt.valid else "invalid")
-            committed[label] = committed.get(label, 0) + 1
-        for (contract, result_label), count in committed.items():
-            self.metrics.committed.labels(contract, result_label).inc(count)
+        self._count_committed(applied)
         self.events.publish_block(
             NodeEvent("block", {"height": block.height, "hash": block_hash, "time_ms": block.header.time_ms,
                                 "tx_count": len(block.txs), "state_hash": block.header.state_hash.hex()}),
             receipts_out,
         )
 
+    def _count_committed(self, applied: AppliedBlock) -> None:
+        """The committed-transactions metric, by contract and result, for one block."""
+        txs, receipts = applied.txs, applied.block.receipts
+        by_contract = Counter([tx.body.contract for tx in txs])
+        invalid = Counter([tx.body.contract for tx, r in zip(txs, receipts, strict=True) if r.reason != Reason.OK])
+        for contract, count in by_contract.items():
+            bad = invalid.get(contract, 0)
+            if count > bad:
+                self.metrics.committed.labels(contract, "valid").inc(count - bad)
+            if bad:
+                self.metrics.committed.labels(contract, "invalid").inc(bad)
+
     def _on_store_replaced(self, store: LedgerStore) -> None:
         self.store = store
         self.mempool.store = store
 
     def _resolve(self, tx_id: bytes, status: dict[str, Any]) -> None:
-        for fut in self._waiters.pop(tx_id, []):
-            if not fut.done():
-                fut.set_result(status)
+        self._waiters.resolve(tx_id, status)
 
     # ------------------------------------------------------------ what clients ask
 
@@ -481,53 +486,52 @@ class Node:
         status = self.tx_status(tx_id)
         if status["status"] not in ("pending", "unknown"):
             return status
-        if len(self._waiters) >= MAX_WAITERS:
+        if self._waiters.full():
             return status
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(tx_id, []).append(fut)
+        self._waiters.add(tx_id, fut)
         try:
             async with asyncio.timeout(timeout_s):
                 return await fut
         except TimeoutError:
             return self.tx_status(tx_id)
         finally:
-            waiting = self._waiters.get(tx_id)
-            if waiting and fut in waiting:
-                waiting.remove(fut)
-                if not waiting:
-                    del self._waiters[tx_id]
+            self._waiters.discard(tx_id, fut)
 
     async def wait_for_all(self, tx_ids: list[bytes], timeout_s: float) -> dict[str, dict[str, Any]]:
-        """wait_for over a batch with one timer for all: a task, a shield and a timer per
-        transaction were among the event loop's top frames when profiled under load."""
-        out: dict[str, dict[str, Any]] = {}
-        futures: dict[bytes, asyncio.Future[dict[str, Any]]] = {}
-        loop = asyncio.get_running_loop()
+        """wait_for over a batch: one future and one timer for the whole request (waiters.py),
+        where a future per transaction cost a scheduled callback each on the event loop."""
+        out: dict[bytes, dict[str, Any]] = {}
+        batch = BatchWait(asyncio.get_running_loop())
+        registered: dict[bytes, None] = {}  # ordered, and the same id twice is waited for once
         for tx_id in tx_ids:
+            if tx_id in out or tx_id in registered:
+                continue
             # In the pool means not yet applied here, or applied but not yet reported to this
             # loop: either way _on_block resolves the waiter, and the ledger lookup tx_status
             # would make (one LevelDB read per transaction, nearly always a miss) is not needed.
-            if not self.mempool.contains(tx_id) or len(self._waiters) >= MAX_WAITERS:
+            if not self.mempool.contains(tx_id) or self._waiters.full():
                 status = self.tx_status(tx_id)
-                if status["status"] not in ("pending", "unknown") or len(self._waiters) >= MAX_WAITERS:
-                    out[tx_id.hex()] = status
+                if status["status"] not in ("pending", "unknown") or self._waiters.full():
+                    out[tx_id] = status
                     continue
-            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-            self._waiters.setdefault(tx_id, []).append(fut)
-            futures[tx_id] = fut
+            self._waiters.add(tx_id, batch)
+            registered[tx_id] = None
+        batch.expect(len(registered))
         try:
-            if futures:
-                await asyncio.wait(futures.values(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await batch.done
+        except TimeoutError:
+            pass
         finally:
-            for tx_id, fut in futures.items():
-                waiting = self._waiters.get(tx_id)
-                if waiting and fut in waiting:
-                    waiting.remove(fut)
-                    if not waiting:
-                        del self._waiters[tx_id]
-        for tx_id, fut in futures.items():
-            out[tx_id.hex()] = fut.result() if fut.done() and not fut.cancelled() else self.tx_status(tx_id)
-        return {t.hex(): out[t.hex()] for t in tx_ids}
+            if batch.remaining > 0:  # timed out or cancelled: forget what is still registered
+                for tx_id in registered:
+                    if tx_id not in batch.statuses:
+                        self._waiters.discard(tx_id, batch)
+        for tx_id in registered:
+            found = batch.statuses.get(tx_id)
+            out[tx_id] = found if found is not None else self.tx_status(tx_id)
+        return {t.hex(): out[t] for t in tx_ids}
 
     def tx_status(self, tx_id: bytes) -> dict[str, Any]:
         location = self.store.tx_location(tx_id)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from consensus.driver import DriverConfig, NotLeader, RaftDriver
-from consensus.messages import Entry
+from consensus.driver import DriverConfig, NotLeader, ProposalCovered, RaftDriver
+from consensus.messages import ConfState, Entry, SnapshotMeta
 from consensus.storage import LevelDBLogStore
 
 IDS = ("a", "b", "c")
@@ -164,6 +164,44 @@ async def test_restart_from_disk_then_catch_up_by_snapshot(cluster, tmp_path) ->
     assert apps[victim_id].installs == 1  # the leader compacted past it: caught up by snapshot
     assert datas == [d for _, d in apps[leader.config.node_id].entries]
     assert len(datas) == len(set(datas))  # nothing applied twice
+
+
+async def test_a_proposal_a_snapshot_covers_is_answered_when_it_is_installed(cluster) -> None:
+    """A deposed leader's pending proposal whose index a snapshot then covers is answered at
+    the install, not left to its caller's timeout (the stage never applies that index here)."""
+    net, apps, drivers = cluster
+    old = await leader_of(drivers)
+    await old.propose(b"x")
+    net.down.add(old.config.node_id)  # cut off: its next proposal can never commit
+    pending = asyncio.ensure_future(old.propose(b"lost"))
+    others = {i: d for i, d in drivers.items() if d is not old}
+    await wait_for(lambda: any(d.status().role == "leader" and d.status().term > old.status().term
+                               for d in others.values()), "a new leader")
+    new = next(d for d in others.values() if d.status().role == "leader")
+    for i in range(30):  # past the compaction threshold (20): the old leader needs a snapshot
+        await new.propose(f"after{i}".encode())
+    assert not pending.done()
+    net.down.clear()
+    await wait_for(lambda: apps[old.config.node_id].installs == 1, "the snapshot install")
+    await wait_for(pending.done, "the covered proposal's answer")
+    with pytest.raises(ProposalCovered):
+        pending.result()  # its term is not the snapshot's: which entry committed is not known
+    assert b"lost" not in [d for _, d in apps[new.config.node_id].entries]
+
+
+async def test_a_covered_proposal_of_the_snapshots_own_term_is_known_to_have_committed(tmp_path) -> None:
+    """Only the term's leader (the proposer) made entries of that term, so a snapshot ending in
+    one holds the proposal (Log Matching); one of another term does not say."""
+    driver = make_driver(LoopbackNet(), tmp_path, "a", MemoryApp(), seed=0)
+    loop = asyncio.get_running_loop()
+    ours, other, beyond = loop.create_future(), loop.create_future(), loop.create_future()
+    driver._proposals = {4: (3, ours), 5: (2, other), 9: (3, beyond)}
+    driver._settle_covered_proposals(SnapshotMeta(7, 3, ConfState(IDS)))
+    assert ours.result() == 4
+    with pytest.raises(ProposalCovered):
+        other.result()
+    assert not beyond.done() and list(driver._proposals) == [9]  # not covered: still waits
+    driver.store.close()
 
 
 async def test_leadership_transfer_moves_the_leader(cluster) -> None:

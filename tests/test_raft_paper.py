@@ -259,6 +259,37 @@ def test_check_quorum_follower_ignores_votes_while_it_hears_a_leader() -> None:
     assert follower.vote == "1" and not msgs_of(follower)
 
 
+def test_5_2_heartbeat_skipped_for_a_follower_that_was_just_sent_an_append() -> None:
+    """'Leaders send periodic heartbeats (AppendEntries RPCs that carry no log entries) to all
+    followers in order to maintain their authority': an APPEND sent within the heartbeat
+    interval does that already, so only the follower that got none is sent a heartbeat."""
+    net = cluster(check_quorum=True)
+    net.elect("1")
+    leader = net.peers["1"]
+    for _ in range(leader.cfg.heartbeat_ticks):  # the election's own appends count once
+        leader.tick()
+    msgs_of(leader)
+    net.isolate("3")
+    leader.propose(b"x")
+    net.stabilize()  # "2" got the entry and the commit; "3" got the append but never answered
+    net.heal()
+    heartbeats = []
+    for _ in range(leader.cfg.heartbeat_ticks):
+        leader.tick()
+        heartbeats += [m.to for m in msgs_of(leader) if m.type == MT.HEARTBEAT]
+    assert heartbeats == []  # both were sent an APPEND since the last heartbeat tick
+    for _ in range(leader.cfg.heartbeat_ticks):
+        leader.tick()
+        heartbeats += [m.to for m in msgs_of(leader) if m.type == MT.HEARTBEAT]
+    assert sorted(heartbeats) == ["2", "3"]  # an idle interval: heartbeats as before
+    for _ in range(3 * leader.cfg.election_ticks):  # appends alone keep the leader in office
+        leader.propose(b"y")
+        leader.tick()
+        net.stabilize()
+    assert leader.role == Role.LEADER and all(net.peers[i].lead == "1" for i in IDS)
+    assert net.peers["3"].log.committed == leader.log.committed
+
+
 # ---- thesis §3.10 leadership transfer -------------------------------------------------------
 
 def test_leadership_transfer_hands_over_to_an_up_to_date_follower() -> None:
