@@ -52,9 +52,9 @@ class Progress:
         self.probe_sent = False
         self.pending_snapshot = 0
         self.recent_active = False
-        # An APPEND went to this follower since the last heartbeat tick: the periodic heartbeat
-        # to it is then skipped (raft.py _tick_heartbeat).
-        self.appended_since_heartbeat = False
+        # Leader ticks since this follower was last sent an APPEND or a heartbeat: it is sent a
+        # heartbeat when this reaches heartbeat_ticks (raft.py _periodic_heartbeats).
+        self.ticks_silent = 0
         self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
 

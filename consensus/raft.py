@@ -71,7 +71,6 @@ class Raft:
         self.pending_reads: list[_PendingRead] = []
         self.reads_before_commit: list[_PendingRead] = []
         self.election_elapsed = 0
-        self.heartbeat_elapsed = 0
         self.randomized_timeout = config.election_ticks
         self.lead_transferee = ""
         self.pending_conf_index = 0
@@ -229,7 +228,6 @@ class Raft:
             self._hup(transfer=False)
 
     def _tick_heartbeat(self) -> None:
-        self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
@@ -237,9 +235,7 @@ class Raft:
                 self._become_follower(self.term, "")  # CheckQuorum: we lost our majority
                 return
             self.lead_transferee = ""  # a transfer that did not finish in time is abandoned
-        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
-            self.heartbeat_elapsed = 0
-            self._periodic_heartbeats()
+        self._periodic_heartbeats()
 
     def _quorum_active(self) -> bool:
         active = 0
@@ -336,7 +332,6 @@ class Raft:
             self.vote = ""
         self.lead = ""
         self.election_elapsed = 0
-        self.heartbeat_elapsed = 0
         self._reset_randomized_timeout()
         self.lead_transferee = ""
         self.votes = {}
@@ -585,7 +580,7 @@ class Raft:
             return False
         self._send(Message(MT.APPEND, to, self.id, self.term, log_term=prev_term,
                            index=prev_index, entries=tuple(ents), commit=self.log.committed))
-        pr.appended_since_heartbeat = True
+        pr.ticks_silent = 0
         if pr.state == FlowState.REPLICATE and ents:
             pr.optimistic_update(ents[-1].index)
             pr.inflights.add(ents[-1].index)
@@ -602,28 +597,32 @@ class Raft:
         return True
 
     def _periodic_heartbeats(self) -> None:
-        """A heartbeat to each follower that was sent no APPEND since the last heartbeat tick.
+        """A heartbeat to each follower that has been sent nothing for heartbeat_ticks ticks.
 
         An APPEND resets a follower's election timer and carries the commit index just as a
         heartbeat does, and its answer marks the follower active (CheckQuorum) as a heartbeat's
-        does; under load appends go out several times per heartbeat interval, so each heartbeat
-        and its answer were two more messages through both nodes' loops for nothing. A follower
-        whose appends are paused (window full, probe unanswered) gets no APPEND, so it gets the
-        heartbeat whose answer unblocks it, as before. Read-index rounds always send theirs.
+        does; under load appends go out several times per heartbeat interval, so a heartbeat on
+        top of them was two more messages through both nodes' loops for nothing. Counting ticks
+        per follower since its last message keeps the longest silence a follower can hear at
+        heartbeat_ticks, as when every interval had its heartbeat. A follower whose appends are
+        paused (window full, probe unanswered) is sent none, so its heartbeat, whose answer
+        unblocks it, comes heartbeat_ticks after the last APPEND. Read-index rounds always send
+        theirs.
         """
         for pid, pr in self.prs.items():
             if pid == self.id:
                 continue
-            if pr.appended_since_heartbeat:
-                pr.appended_since_heartbeat = False
-                continue
-            self._send(Message(MT.HEARTBEAT, pid, self.id, self.term,
-                               commit=min(pr.match, self.log.committed)))
+            pr.ticks_silent += 1
+            if pr.ticks_silent >= self.cfg.heartbeat_ticks:
+                pr.ticks_silent = 0
+                self._send(Message(MT.HEARTBEAT, pid, self.id, self.term,
+                                   commit=min(pr.match, self.log.committed)))
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         for pid, pr in self.prs.items():
             if pid != self.id:
                 commit = min(pr.match, self.log.committed)
+                pr.ticks_silent = 0
                 self._send(Message(MT.HEARTBEAT, pid, self.id, self.term, commit=commit,
                                    context=context))
 

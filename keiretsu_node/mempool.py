@@ -189,6 +189,18 @@ class Mempool:
                 self._pending.pop(tx_id, None)
                 self._size_bytes -= entry.size_bytes
 
+    def remove_committed(self) -> list[bytes]:
+        """Remove the transactions the store already holds in a block; returns their ids.
+
+        After a snapshot install the store holds blocks this node never executed, so their
+        transactions were never removed on commit: left pooled, they were forwarded or proposed
+        again (and refused as duplicates) until they expired. One store lookup per pooled
+        transaction, at most max_txs, once per install.
+        """
+        done = [tx_id for tx_id in self._entries if self.store.has_tx(tx_id)]
+        self.remove(done)
+        return done
+
     def expire(self, now_ms: int) -> list[bytes]:
         if self._expiry_floor_ms is None or now_ms <= self._expiry_floor_ms:
             return []  # nothing here expires before the floor

@@ -476,6 +476,12 @@ class Node:
     def _on_store_replaced(self, store: LedgerStore) -> None:
         self.store = store
         self.mempool.store = store
+        # The installed snapshot holds blocks this node never applied, so _on_block never
+        # answered their transactions: those still pooled or waited on here are answered now.
+        waited = self._waiters.ids()
+        for tx_id in self.mempool.remove_committed():
+            if tx_id in waited:
+                self._resolve(tx_id, self.tx_status(tx_id))
 
     def _resolve(self, tx_id: bytes, status: dict[str, Any]) -> None:
         self._waiters.resolve(tx_id, status)

@@ -31,9 +31,11 @@ IDS = ("1", "2", "3")
 
 def new_raft(node_id: str, voters: tuple[str, ...] = IDS, *, pre_vote: bool = False,
              check_quorum: bool = False, entries: tuple[Entry, ...] = (), term: int = 0,
-             learners: tuple[str, ...] = (), inflight: int = 64, seed: int = 0) -> Raft:
+             learners: tuple[str, ...] = (), inflight: int = 64, seed: int = 0,
+             heartbeat_ticks: int = 1) -> Raft:
     cfg = RaftConfig(node_id=node_id, rng=random.Random(seed + int(node_id)),
-                     pre_vote=pre_vote, check_quorum=check_quorum, max_inflight_appends=inflight)
+                     pre_vote=pre_vote, check_quorum=check_quorum, max_inflight_appends=inflight,
+                     heartbeat_ticks=heartbeat_ticks)
     boot = PersistentState.bootstrap(voters, learners)
     state = PersistentState(HardState(term=term), boot.snapshot, entries)
     return Raft(cfg, state)
@@ -259,31 +261,39 @@ def test_check_quorum_follower_ignores_votes_while_it_hears_a_leader() -> None:
     assert follower.vote == "1" and not msgs_of(follower)
 
 
-def test_5_2_heartbeat_skipped_for_a_follower_that_was_just_sent_an_append() -> None:
+def test_5_2_a_follower_is_sent_a_heartbeat_only_after_heartbeat_ticks_of_silence() -> None:
     """'Leaders send periodic heartbeats (AppendEntries RPCs that carry no log entries) to all
-    followers in order to maintain their authority': an APPEND sent within the heartbeat
-    interval does that already, so only the follower that got none is sent a heartbeat."""
-    net = cluster(check_quorum=True)
+    followers in order to maintain their authority': an APPEND does that too, so a follower is
+    sent a heartbeat only once heartbeat_ticks pass with no message to it, and never hears
+    nothing for longer than that, whenever the last APPEND went."""
+    hb = 3
+    net = cluster(check_quorum=True, heartbeat_ticks=hb)
     net.elect("1")
     leader = net.peers["1"]
-    for _ in range(leader.cfg.heartbeat_ticks):  # the election's own appends count once
-        leader.tick()
+    leader.tick()  # between heartbeat ticks: a fixed interval would now be out of step
     msgs_of(leader)
-    net.isolate("3")
     leader.propose(b"x")
-    net.stabilize()  # "2" got the entry and the commit; "3" got the append but never answered
+    net.stabilize()  # both followers were sent the entry and then the commit, at this tick
+    sent: list[list[str]] = []
+    for _ in range(3 * hb):
+        leader.tick()
+        sent.append(sorted(m.to for m in msgs_of(leader) if m.type == MT.HEARTBEAT))
+    # silent for hb - 1 ticks after the APPEND, a heartbeat at the hb-th, and so on
+    assert sent == ([[]] * (hb - 1) + [["2", "3"]]) * 3
+    net.cut.add(("3", "1"))  # "3" hears the leader, but its answers are lost: its appends pause
+    leader.propose(b"y")
+    net.stabilize()
+    heard_by_3 = []
+    for _ in range(2 * leader.cfg.election_ticks):
+        leader.tick()
+        delivered = len(net.log)
+        net.stabilize()
+        heard_by_3.append(any(m.frm == "1" and m.to == "3" for m in net.log[delivered:]))
+    silences = "".join("x" if heard else "." for heard in heard_by_3).split("x")[:-1]
+    assert len(silences) >= 2 and max(map(len, silences)) == hb - 1  # heartbeats, no longer gaps
     net.heal()
-    heartbeats = []
-    for _ in range(leader.cfg.heartbeat_ticks):
-        leader.tick()
-        heartbeats += [m.to for m in msgs_of(leader) if m.type == MT.HEARTBEAT]
-    assert heartbeats == []  # both were sent an APPEND since the last heartbeat tick
-    for _ in range(leader.cfg.heartbeat_ticks):
-        leader.tick()
-        heartbeats += [m.to for m in msgs_of(leader) if m.type == MT.HEARTBEAT]
-    assert sorted(heartbeats) == ["2", "3"]  # an idle interval: heartbeats as before
     for _ in range(3 * leader.cfg.election_ticks):  # appends alone keep the leader in office
-        leader.propose(b"y")
+        leader.propose(b"z")
         leader.tick()
         net.stabilize()
     assert leader.role == Role.LEADER and all(net.peers[i].lead == "1" for i in IDS)
