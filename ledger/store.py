@@ -47,7 +47,7 @@ BLOOM_FILTER_BITS_PER_KEY = 10
 # store: 64 -> 96 open, -22-25% executor CPU per transfer for +43 MiB of mapped pages; all open
 # -37% for +150 MiB (docs/PERFORMANCE.md, fifth session). Uncompressed tables make reopened
 # reads cheaper (Snappy measured 1.6x the CPU per transfer, compaction included), at twice the
-# disk. Stores with fewer tables (under ~400k accounts) see neither.
+# disk. A store of at most 96 tables (~190 MiB) keeps them all open and sees neither.
 MAX_OPEN_FILES = 106
 TABLE_COMPRESSION = None
 
