@@ -231,8 +231,12 @@ class MemoryState:
 
 
 # Values ReadCache keeps, across its two generations. An entry (key, value, dict slot) costs
-# ~210 bytes measured with tracemalloc, so 120,000 entries hold ~25 MiB at most.
-READ_CACHE_ENTRIES = 120_000
+# ~210 bytes measured with tracemalloc, so 16,384 entries hold ~3.4 MiB at most. It is there for
+# the keys every block reads (currencies, operators, the accounts trading now): ~10 per account
+# active in a block. At 1,000,000 random accounts no affordable size holds the per-account keys:
+# 120,000 entries (~25 MiB) and 16,384 left the same 3.96-3.98 present LevelDB reads per
+# transfer (docs/PERFORMANCE.md, fifth session), so the memory goes to LevelDB's open tables.
+READ_CACHE_ENTRIES = 16_384
 
 
 class ReadCache:

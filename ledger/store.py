@@ -37,13 +37,18 @@ HISTORY_SYSTEM = 1
 # absent get, 34 -> 15.5 us per present one. Tables written without filters still read fine.
 BLOOM_FILTER_BITS_PER_KEY = 10
 # LevelDB maps every open table file into memory for reads, and the pages random reads touch
-# count in the node's RSS: at 1,000,000 accounts (~216 tables per node) 77-90 MiB after
-# seeding and growing with every read. Keeping at most 64 tables open (LevelDB's minimum: it
-# keeps 10 handles for itself) bounds that at 64 x 2 MiB; uncompressed tables make the reads of
-# tables that must be reopened cheaper (microbenchmark on 2M keys: 20 us per present get
-# against 17-27 us with Snappy and every table open, and +32 MiB of mapped pages against
-# +104-119 MiB), at twice the disk. Stores with fewer tables (under ~300k accounts) see neither.
-MAX_OPEN_FILES = 74
+# count in the node's RSS (the kernel maps 64 KiB around each page a read faults in): at
+# 1,000,000 accounts 77-90 MiB after seeding with every table open, and growing with every
+# read. So the tables kept open are bounded: 96 of 2 MiB (LevelDB keeps 10 handles for itself),
+# 192 MiB mapped at most. A read of a table that is not open reopens it (openat, mmap, index
+# and filter read and checksummed, munmap when evicted again): at 1M accounts, with 64 open,
+# that was a third of the executor's CPU, and 96 hold most of the tables the per-account
+# records live in (participants ~71, balances ~25 of 2 MiB). Measured in-process on a seeded 1M
+# store: 64 -> 96 open, -22-25% executor CPU per transfer for +43 MiB of mapped pages; all open
+# -37% for +150 MiB (docs/PERFORMANCE.md, fifth session). Uncompressed tables make reopened
+# reads cheaper (Snappy measured 1.6x the CPU per transfer, compaction included), at twice the
+# disk. A store of at most 96 tables (~190 MiB) keeps them all open and sees neither.
+MAX_OPEN_FILES = 106
 TABLE_COMPRESSION = None
 
 
