@@ -213,6 +213,12 @@ def print_report(result: dict[str, Any]) -> None:
     if cpu.get("admit") is not None:
         console.print(f"  seeding: admissions {seed['admit_s']} s, funding {seed['fund_s']} s; the nodes' CPU "
                       f"{cpu['admit']} + {cpu['fund']} CPU-s (summed over the nodes)")
+    settled = seed.get("settle") or {}
+    if settled.get("idle") is not None:
+        state = "idle" if settled["idle"] else "still busy (gave up waiting)"
+        console.print(f"  after seeding: {settled['seconds']} s until the nodes were {state}, "
+                      f"{settled['nodes_cpu_s']} CPU-s of seeding's after-work (LevelDB compaction, mostly); "
+                      f"last window {settled['last_window_cores']} cores")
     table = Table()
     for header in PHASE_HEADERS:
         table.add_column(header, justify="left" if header == "phase" else "right")

@@ -47,6 +47,13 @@ SEED_FUNDING_REQUEST_TXS = 8  # 64 legs each: 512 legs per request
 SEED_BUSY_RETRIES = 20
 SEED_POLL_TIMEOUT_S = 300.0
 SEED_POLL_INTERVAL_S = 0.2
+# After seeding, the nodes go on working for a while: at 1,000,000 accounts LevelDB compacts
+# the seeded tables for minutes (0.09-0.56 cores measured between seeding and the first phase).
+# That work belongs to seeding, so the phases start once the nodes' summed CPU over a window is
+# below an idle network's bound (three idle nodes use ~0.04 cores), waiting at most SETTLE_MAX_S.
+SETTLE_IDLE_CORES = 0.15
+SETTLE_WINDOW_S = 2.0
+SETTLE_MAX_S = 600.0
 LEGS_PER_FUNDING_TX = 64  # settlement.MAX_BATCH_LEGS: a cash leg per account, and a share leg if traded
 TX_LIFETIME_MS = 50 * 60 * 1000  # under the ledger's 60-minute limit
 CASH_EACH_MINOR = 10**9
@@ -349,6 +356,26 @@ async def seed(spec: dict[str, Any], net: Network, chain_id: str) -> dict[str, A
                                        "fund": _cpu_delta(cpu_admitted, _nodes_cpu_s(spec))},
                        "txs": len(admits) + len(funding) + 8, "blocks": height,
                        "accounts_per_s": int(n / max(total, 1e-9))}}
+
+
+async def settle(spec: dict[str, Any], *, idle_cores: float = SETTLE_IDLE_CORES,
+                 window_s: float = SETTLE_WINDOW_S, max_s: float = SETTLE_MAX_S) -> dict[str, Any]:
+    """Wait until the nodes are idle after seeding (what they still do is seeding's work).
+
+    Idle: their summed CPU over one window below `idle_cores`. Against a network the bench did
+    not start (no pids) there is nothing to watch and nothing is waited for.
+    """
+    started, first = time.perf_counter(), _nodes_cpu_s(spec)
+    if first is None:
+        return {"seconds": 0.0, "idle": None, "nodes_cpu_s": None, "last_window_cores": None}
+    while True:
+        t0, c0 = time.perf_counter(), _nodes_cpu_s(spec)
+        await asyncio.sleep(window_s)
+        t1, c1 = time.perf_counter(), _nodes_cpu_s(spec)
+        cores = ((c1 or 0.0) - (c0 or 0.0)) / max(t1 - t0, 1e-9)
+        if cores < idle_cores or t1 - started >= max_s:
+            return {"seconds": round(t1 - started, 2), "idle": cores < idle_cores,
+                    "nodes_cpu_s": _cpu_delta(first, c1), "last_window_cores": round(cores, 3)}
 
 
 def _nodes_cpu_s(spec: dict[str, Any]) -> float | None:
@@ -764,7 +791,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             chain_id = (await net.status())["chain_id"]
             _log(f"seeding {spec['accounts']} accounts")
             seeded = await seed(spec, net, chain_id)
-            _log(f"seeded in {seeded['report']['seconds']} s")
+            _log(f"seeded in {seeded['report']['seconds']} s; waiting for the nodes to go idle")
+            seeded["report"]["settle"] = await settle(spec)
+            _log(f"settled in {seeded['report']['settle']['seconds']} s")
             phases: list[dict[str, Any]] = []
             for i, phase in enumerate(spec["phases"]):
                 phase = dict(phase)

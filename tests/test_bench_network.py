@@ -77,3 +77,31 @@ def test_profile_summary_turns_samples_into_cpu_per_transaction(tmp_path) -> Non
     phase = {"name": "closed", "cpu_cost": {"nodes_cpu_ms_per_tx": 2.0}}
     rows = {r["function"]: r["cpu_ms_per_tx"] for r in bench.profile_summary(tmp_path, phase)}
     assert rows == {"Node.submit": 1.2, "Executor.apply": 0.8, "verify": 0.6}  # scaffolding frames left out
+
+
+def test_after_seeding_the_phases_wait_for_busy_nodes_to_go_idle_within_a_bound(tmp_path) -> None:
+    """Work the nodes still do after seeding (LevelDB compaction) is not charged to the first
+    phase: settle waits while they are busy, gives up at its bound, and waits for nothing
+    against a network the bench did not start."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from keiretsu_node.loadgen import settle
+
+    script = "import time\nend = time.monotonic() + {}\nwhile time.monotonic() < end:\n    pass\n"
+    busy = subprocess.Popen([sys.executable, "-c", script.format(10)])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
+    try:
+        # a low idle bound, so a busy loop counts as busy even on a box loaded by other tests
+        gave_up = asyncio.run(settle({"pids": {"n1": busy.pid}}, idle_cores=0.02, window_s=0.3, max_s=1.0))
+        assert gave_up["idle"] is False and gave_up["seconds"] >= 1.0
+        assert gave_up["last_window_cores"] >= 0.02 and gave_up["nodes_cpu_s"] > 0
+        settled = asyncio.run(settle({"pids": {"n1": idle.pid}}, window_s=0.3, max_s=5.0))
+        assert settled["idle"] is True and settled["seconds"] < 1.0
+    finally:
+        for process in (busy, idle):
+            process.kill()
+            process.wait()
+    assert asyncio.run(settle({}, window_s=0.3, max_s=1.0)) == {
+        "seconds": 0.0, "idle": None, "nodes_cpu_s": None, "last_window_cores": None}
