@@ -50,11 +50,16 @@ MAX_PASSED_TEXTS = 4096
 
 @dataclass(frozen=True)
 class ArgType:
-    """`check` must be a pure function of the value: the texts it accepted are remembered."""
+    """`check` must be a pure function of the value: the texts it accepted are remembered.
+
+    `int_bounds` (low, high), for the integer types only: an exact int is accepted iff it lies
+    within them, so check_args tests it inline instead of calling `check` (see _int_type).
+    """
 
     name: str
     check: Callable[[Any], bool]
     passed: set[str] = field(default_factory=set, compare=False, repr=False)
+    int_bounds: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
     def __call__(self, value: Any) -> bool:
         return self.check(value)
@@ -68,10 +73,15 @@ def _text(max_chars: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, str) and len(v) <= max_chars and v.isprintable()
 
 
-# `type(v) is int or _is_int(v)`: decoded arguments are exact ints, answered without _is_int's call.
-UINT = ArgType("uint", lambda v: (type(v) is int or _is_int(v)) and 0 <= v <= MAX_AMOUNT)
-AMOUNT = ArgType("amount", lambda v: (type(v) is int or _is_int(v)) and 0 < v <= MAX_AMOUNT)
-INT = ArgType("int", lambda v: (type(v) is int or _is_int(v)) and -MAX_AMOUNT <= v <= MAX_AMOUNT)
+def _int_type(name: str, low: int, high: int) -> ArgType:
+    """An integer type from low to high: its check and its int_bounds from the same numbers."""
+    # `type(v) is int or _is_int(v)`: decoded arguments are exact ints, answered without _is_int's call.
+    return ArgType(name, lambda v: (type(v) is int or _is_int(v)) and low <= v <= high, int_bounds=(low, high))
+
+
+UINT = _int_type("uint", 0, MAX_AMOUNT)
+AMOUNT = _int_type("amount", 1, MAX_AMOUNT)
+INT = _int_type("int", -MAX_AMOUNT, MAX_AMOUNT)
 BOOL = ArgType("bool", lambda v: isinstance(v, bool))
 TEXT = ArgType("text", _text(MAX_TEXT_CHARS))
 NAME = ArgType("name", lambda v: isinstance(v, str) and 0 < len(v) <= 64 and v.isascii() and v.isprintable())
@@ -134,6 +144,10 @@ class Method:
                     raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
                 if len(arg_type.passed) < MAX_PASSED_TEXTS:
                     arg_type.passed.add(value)
+            elif type(value) is int and arg_type.int_bounds is not None:  # the bounds inline, no call
+                low, high = arg_type.int_bounds
+                if not low <= value <= high:
+                    raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
             elif not arg_type.check(value):  # .check, not the call wrapper: once per argument
                 raise ContractError(Reason.BAD_ARGUMENTS, f"argument {name!r} must be {arg_type.name}")
 
