@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.base import AMOUNT, INT, UINT, MethodTable
+from contracts.base import AMOUNT, INT, NAME, UINT, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import MemoryState, Overlay, ReadCache, scan_family
 from ledger.store import HISTORY_PREFIX, HISTORY_TX, HistoryEntry, history_key, index_transactions
@@ -104,6 +104,43 @@ def test_an_integer_argument_passes_exactly_when_its_type_check_does(value: int)
             with pytest.raises(ContractError) as refused:
                 method.check_args({"n": value})
             assert refused.value.reason is Reason.BAD_ARGUMENTS
+
+
+def _reference_refusal(params: dict[str, Any], optional: set[str], args: dict[str, Any]) -> str | None:
+    """The declaration-order walk check_args has always done: the detail of its refusal, or None."""
+    unknown = sorted(set(args) - set(params))
+    if unknown:
+        return f"unknown argument(s) {unknown}"
+    for name, arg_type in params.items():
+        if name not in args:
+            if name in optional:
+                continue
+            return f"missing argument {name!r}"
+        if not arg_type.check(args[name]):
+            return f"argument {name!r} must be {arg_type.name}"
+    return None
+
+
+ARG_VALUES = st.one_of(st.integers(-3, 3), st.sampled_from(["", "ok", "x" * 70, "a b"]), st.booleans(), st.none())
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "zz"]), ARG_VALUES, max_size=5))
+def test_check_args_refuses_exactly_as_the_declaration_order_walk_names_it(args: dict[str, Any]) -> None:
+    params = {"d": UINT, "a": NAME, "c": AMOUNT, "b": NAME}
+    table = MethodTable()
+
+    @table.method(optional=("b", "c"), **params)
+    def call(ctx: Any, **_: Any) -> None:
+        return None
+
+    expected = _reference_refusal(params, {"b", "c"}, args)
+    for _ in range(2):  # the second time, remembered texts take the fast path
+        if expected is None:
+            table.methods["call"].check_args(args)
+        else:
+            with pytest.raises(ContractError) as refused:
+                table.methods["call"].check_args(args)
+            assert (refused.value.reason, refused.value.detail) == (Reason.BAD_ARGUMENTS, expected)
 
 
 # ---------------------------------------------------------------- history keys
