@@ -7,7 +7,7 @@ receipts and the state after the block, so two nodes that diverge see it at the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -44,11 +44,22 @@ class _computed_once(Generic[Computed]):  # lower case: a decorator, like cached
         return value
 
     def compute_into(self, instance: Any) -> Computed:
-        """What __get__ does for an instance, called directly: over a block's receipts this
-        spares the descriptor protocol's call from C into Python once per receipt."""
+        """What __get__ does for an instance, called directly: this spares the descriptor
+        protocol's call from C into Python."""
         value = self._compute(instance)
         instance.__dict__[self._name] = value
         return value
+
+    def compute_all(self, instances: Iterable[Any]) -> list[Computed]:
+        """compute_into of each instance, in one loop: over a block's receipts, one Python call
+        per receipt fewer."""
+        compute, name = self._compute, self._name
+        values = []
+        for instance in instances:
+            value = compute(instance)
+            instance.__dict__[name] = value
+            values.append(value)
+        return values
 
 
 @dataclass(frozen=True)
@@ -210,8 +221,7 @@ _BYTES_ONLY = frozenset({bytes})
 
 def results_root(receipts: tuple[Receipt, ...] | list[Receipt],
                  system_events: list[Event] | tuple[Event, ...]) -> bytes:
-    encode = _RECEIPT_ENCODED.compute_into  # r.encoded, computed and kept, without the slot call
-    leaves = [encode(r) for r in receipts]
+    leaves = _RECEIPT_ENCODED.compute_all(receipts)  # each r.encoded, computed and kept
     leaves.append(codec.encode([e.to_wire() for e in system_events]))
     return merkle_root(leaves)
 

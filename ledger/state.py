@@ -83,25 +83,38 @@ class StateReader(Protocol):
 _UNSTAGED = object()
 
 
-# New staged keys are inserted one by one while they are under 1/INSORT_MAX_SHARE of the sorted
-# ones; beyond that one sort of the whole list is cheaper.
-INSORT_MAX_SHARE = 8
+def scan_family(key: bytes) -> bytes:
+    """A key's first two parts with their separators (the whole key if it has fewer): every key
+    under a prefix of two or more parts has that prefix's family, so a scan of it needs only
+    the staged keys of one family (a book side's levels, not the block's balances and orders)."""
+    first = key.find(KEY_SEPARATOR)
+    if first < 0:
+        return key
+    second = key.find(KEY_SEPARATOR, first + 1)
+    return key if second < 0 else key[:second + 1]
 
 
 _new_overlay = object.__new__
+# A family's new staged keys are inserted one by one while they are under 1/INSORT_MAX_SHARE of
+# its sorted ones; beyond that one sort of the whole list is cheaper.
+INSORT_MAX_SHARE = 8
 
 
 class Overlay:
-    """Staged writes over a parent reader; None marks a deletion."""
+    """Staged writes over a parent reader; None marks a deletion.
+
+    `writes` only ever gains keys (a deletion stages None), and a dict keeps insertion order, so
+    the keys staged since a scan last looked are the dict's tail past the count it had seen: a
+    write is one dict store, with no list of new keys to keep beside it.
+    """
 
     def __init__(self, parent: StateReader) -> None:
         self.parent = parent
         self.writes: dict[bytes, bytes | None] = {}
-        # Staged keys in order, and those staged since it was last sorted: re-sorting a sorted
-        # list with a short unsorted tail is linear (Timsort merges the runs), where sorting the
-        # whole write set again for each scan made a block's order-book scans quadratic.
-        self._sorted: list[bytes] = []
-        self._unsorted: list[bytes] = []
+        # Staged keys sorted per scan family, built at the first scan and kept up to date
+        # from the tail of `writes` at each later one (see _family_keys).
+        self._families: dict[bytes, list[bytes]] | None = None
+        self._seen = 0  # keys of `writes` already filed into _families
         # get() is the hottest call of a block: look through the staged writes of this overlay
         # and every overlay under it in one loop, then ask the reader at the bottom once.
         if isinstance(parent, Overlay):
@@ -122,8 +135,8 @@ class Overlay:
         child = _new_overlay(Overlay)
         child.parent = self
         child.writes = writes = {}
-        child._sorted = []
-        child._unsorted = []
+        child._families = None
+        child._seen = 0
         child._layers = (writes, *self._layers)
         child._bottom_get = self._bottom_get
         return child
@@ -135,56 +148,70 @@ class Overlay:
         return self._bottom_get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        if key not in self.writes:
-            self._unsorted.append(key)
         self.writes[key] = value
 
     def delete(self, key: bytes) -> None:
-        if key not in self.writes:
-            self._unsorted.append(key)
         self.writes[key] = None
 
-    def _sorted_keys(self) -> list[bytes]:
-        if self._unsorted:
-            fresh = self._unsorted
-            self._unsorted = []
-            if len(fresh) * INSORT_MAX_SHARE < len(self._sorted):
-                # A few new keys into many: a binary search and a C memmove each, where even
-                # Timsort's linear pass over an already-sorted run compared every key.
-                for key in fresh:
-                    bisect.insort(self._sorted, key)
-            else:
-                self._sorted.extend(fresh)
-                self._sorted.sort()
-        return self._sorted
+    def _family_keys(self, family: bytes) -> list[bytes]:
+        """The staged keys of one scan family, sorted: keys staged since the last scan are filed
+        by family first, and only this family's list takes its new keys in order (a few into
+        many by binary search, many by one sort: Timsort merges a sorted run and a short tail)."""
+        families = self._families
+        if families is None:
+            families = self._families = {}
+        fresh: dict[bytes, list[bytes]] = {}
+        writes = self.writes
+        if len(writes) > self._seen:
+            for key in itertools.islice(writes, self._seen, None):
+                fresh.setdefault(scan_family(key), []).append(key)
+            self._seen = len(writes)
+            for name, keys in fresh.items():
+                known = families.get(name)
+                if known is None:
+                    keys.sort()
+                    families[name] = keys
+                elif len(keys) * INSORT_MAX_SHARE < len(known):
+                    for key in keys:
+                        bisect.insort(known, key)
+                else:
+                    known.extend(keys)
+                    known.sort()
+        return families.get(family, [])
+
+    def _staged_under(self, prefix: bytes, lowest: bytes) -> list[tuple[bytes, bytes | None]]:
+        """(key, staged value) of this overlay's keys under prefix from `lowest`, in key order."""
+        if prefix.count(KEY_SEPARATOR) >= 2:  # every key under it is of the prefix's family
+            keys = self._family_keys(scan_family(prefix))
+            found = []
+            for index in range(bisect.bisect_left(keys, lowest), len(keys)):
+                key = keys[index]
+                if not key.startswith(prefix):
+                    break
+                found.append((key, self.writes[key]))
+            return found
+        # A prefix of fewer than two whole parts spans families: the rare scan, done directly.
+        writes = self.writes
+        return sorted((key, writes[key]) for key in writes if key.startswith(prefix) and key >= lowest)
 
     def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Merge the parent's keys with staged ones; staged values win, deletions hide.
 
         Take what you need before writing: a write during iteration is not seen by it.
         """
-        keys = self._sorted_keys()
         lowest = prefix if start is None or start < prefix else start
-        mine = []
-        for index in range(bisect.bisect_left(keys, lowest), len(keys)):
-            key = keys[index]
-            if not key.startswith(prefix):
-                break
-            mine.append((key, self.writes[key]))
+        mine = self._staged_under(prefix, lowest)
         parent = self.parent.iter_prefix(prefix, start)
         yield from _merge(parent, mine)
 
     def merge_into(self, target: Overlay) -> None:
         """target.put / target.delete of every staged write.
 
-        Into a plain Overlay in one pass (once per transaction); a subclass may refuse writes
-        (ReadOnlyState), so it gets its own put and delete.
+        Into a plain Overlay in one dict update (once per transaction); a subclass may refuse
+        writes (ReadOnlyState), so it gets its own put and delete.
         """
         if type(target) is Overlay:
-            staged = target.writes
-            # filterfalse: the keys new to target, in order, without a generator's resumptions
-            target._unsorted.extend(itertools.filterfalse(staged.__contains__, self.writes))
-            staged.update(self.writes)
+            target.writes.update(self.writes)
             return
         for key, value in self.writes.items():
             if value is None:
