@@ -19,7 +19,7 @@ from rich.console import Console
 from cli.errors import CliError
 from keiretsu_node.bootstrap import GENESIS_FILE, KEYS_DIR, init_network
 from keiretsu_node.config import ConfigError, NetworkSpec, NodeSpec, load_node
-from keiretsu_node.localnet import LocalNetworkError, NodeProcesses, network_layout
+from keiretsu_node.localnet import LocalNetworkError, NodeProcesses, network_layout, stop_with_starter
 from ledger.genesis import Genesis
 
 READY_TIMEOUT_S = 60
@@ -40,6 +40,8 @@ def run_node(config_path: Path) -> None:
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
 
+    if not stop_with_starter():
+        raise CliError("the process that started this node has exited; not starting")
     gc_policy.tune_for_blocks()  # a node process executes blocks all day (ledger/gc_policy.py)
 
     async def main() -> None:

@@ -7,6 +7,7 @@ every process it starts it also stops (SIGKILL as the last resort), every wait i
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import signal
 import socket
@@ -24,6 +25,11 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 15.0
 READY_POLL_S = 0.1
 READY_PROBE_TIMEOUT_S = 2.0
+# Set for the nodes NodeProcesses starts: the pid of the process that started them, whose death
+# should stop them (stop_with_starter). A test run or bench killed outright could not stop them
+# itself, and a node left behind goes on using a core and its ports.
+STARTER_PID_ENV = "KEIRETSU_STARTER_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class LocalNetworkError(RuntimeError):
@@ -41,6 +47,30 @@ def free_ports(count: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def stop_with_starter() -> bool:
+    """In a node NodeProcesses started: ask Linux to send it SIGTERM (its clean stop) when the
+    starter dies. False if the starter is already gone, so the node should not start at all.
+
+    The kernel signals when the thread that started the child exits, so NodeProcesses.start
+    must run on a thread that lives as long as the nodes (every caller uses the main thread);
+    a wrapper in front of the node (the fault suite's `ip netns exec`) execs, keeping the pid.
+    Elsewhere than Linux, or without the variable (a node an operator started), nothing is done.
+    """
+    starter = os.environ.get(STARTER_PID_ENV, "")
+    if not starter.isdigit() or not sys.platform.startswith("linux"):
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return True  # not granted: the starter's own stop is all there is, as before
+    try:  # it may have died before the request was made
+        os.kill(int(starter), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass  # it exists (another user's process could only be a reused pid: not worth refusing)
+    return True
 
 
 def network_layout(network_dir: Path) -> tuple[Genesis, dict[str, Path], dict[str, str]]:
@@ -70,7 +100,8 @@ class NodeProcesses:
         with open(self.configs[name].parent / "node.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
                 self.command(name), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=SOURCE_ROOT, env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}, start_new_session=True)
+                cwd=SOURCE_ROOT, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT), STARTER_PID_ENV: str(os.getpid())})
 
     def start_all(self) -> None:
         for name in self.configs:
