@@ -176,35 +176,37 @@ def move(ctx: Context, asset: str, source: str, target: str, amount: int, *,
     `source_balance`: the source's balance as the caller just read it (nothing written since),
     so the hot path reads it once.
     """
-    if type(amount) is not int or amount <= 0:  # _positive's check, without its call for an int
-        _positive(amount)
-    old = get(ctx, asset, source) if source_balance is None else source_balance
-    free, locked = old
-    if free < amount:
-        raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {free} free {asset}, needs {amount}")
-    watch = entitlements.watch_record(ctx, asset)
-    _write(ctx, asset, source, free + locked, free - amount, locked, watch)
-    free, locked = get(ctx, asset, target)  # credit(), without checking the amount a second time
-    _write(ctx, asset, target, free + locked, free + amount, locked, watch)
+    _move_out(ctx, asset, source, target, amount, source_balance, from_locked=False)
 
 
 def move_locked(ctx: Context, asset: str, source: str, target: str, amount: int, *,
                 source_balance: Balance | None = None) -> None:
     """Locked balance of source to the free balance of target (settling a locked order).
 
-    debit_locked then credit, with move's shortcuts: `source_balance` is the source's balance
-    as the caller just read it (nothing written since), and the entitlements watch is read once
-    for both writes (the hook never writes it). The venue's fills run this once per trade.
+    debit_locked then credit, with move's shortcuts (the venue's fills run this once per trade).
     """
+    _move_out(ctx, asset, source, target, amount, source_balance, from_locked=True)
+
+
+def _move_out(ctx: Context, asset: str, source: str, target: str, amount: int,
+              source_balance: Balance | None, *, from_locked: bool) -> None:
+    """move and move_locked: source's free (or locked) balance to target's free balance, the
+    source read once (or taken as the caller just read it) and the entitlements watch read once
+    for both writes (the hook never writes it)."""
     if type(amount) is not int or amount <= 0:  # _positive's check, without its call for an int
         _positive(amount)
-    old = get(ctx, asset, source) if source_balance is None else source_balance
-    free, locked = old
-    if locked < amount:
-        raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {locked} locked {asset}")
+    free, locked = get(ctx, asset, source) if source_balance is None else source_balance
+    if from_locked:
+        if locked < amount:
+            raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {locked} locked {asset}")
+        left_free, left_locked = free, locked - amount
+    else:
+        if free < amount:
+            raise ContractError(Reason.INSUFFICIENT_FREE_BALANCE, f"{source} has {free} free {asset}, needs {amount}")
+        left_free, left_locked = free - amount, locked
     watch = entitlements.watch_record(ctx, asset)
-    _write(ctx, asset, source, free + locked, free, locked - amount, watch)
-    free, locked = get(ctx, asset, target)
+    _write(ctx, asset, source, free + locked, left_free, left_locked, watch)
+    free, locked = get(ctx, asset, target)  # credit(), without checking the amount a second time
     _write(ctx, asset, target, free + locked, free + amount, locked, watch)
 
 

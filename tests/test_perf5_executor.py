@@ -19,6 +19,7 @@ from contracts.base import AMOUNT, INT, NAME, UINT, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import MemoryState, Overlay, ReadCache, scan_family
 from ledger.store import HISTORY_PREFIX, HISTORY_TX, HistoryEntry, history_key, index_transactions
+from tests.test_ledger_state import expected_view
 
 # ---------------------------------------------------------------- scans by family
 
@@ -40,17 +41,6 @@ STEPS = st.lists(
 )
 
 
-def _view(base: dict[bytes, bytes], staged: list[dict[bytes, bytes | None]]) -> dict[bytes, bytes]:
-    view = dict(base)
-    for writes in staged:
-        for key, value in writes.items():
-            if value is None:
-                view.pop(key, None)
-            else:
-                view[key] = value
-    return view
-
-
 @settings(max_examples=120, deadline=None)
 @given(st.dictionaries(KEYS, st.binary(min_size=1, max_size=2)), STEPS)
 def test_scans_between_writes_and_merges_see_exactly_the_model(base, steps) -> None:
@@ -70,7 +60,7 @@ def test_scans_between_writes_and_merges_see_exactly_the_model(base, steps) -> N
             staged[step[1]][step[2]] = None
         else:
             _, level, prefix, start = step
-            view = _view(base, staged[:level + 1])
+            view = expected_view(base, staged, level)
             expected = sorted((k, v) for k, v in view.items() if k.startswith(prefix) and (start is None or k >= start))
             assert list(levels[level].iter_prefix(prefix, start)) == expected
 
