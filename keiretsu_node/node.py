@@ -489,24 +489,14 @@ class Node:
     # ------------------------------------------------------------ what clients ask
 
     async def wait_for(self, tx_id: bytes, timeout_s: float) -> dict[str, Any]:
-        status = self.tx_status(tx_id)
-        if status["status"] not in ("pending", "unknown"):
-            return status
-        if self._waiters.full():
-            return status
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.add(tx_id, fut)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        except TimeoutError:
-            return self.tx_status(tx_id)
-        finally:
-            self._waiters.discard(tx_id, fut)
+        """One transaction's outcome, waiting up to timeout_s for it (wait_for_all of one)."""
+        return (await self.wait_for_all([tx_id], timeout_s))[tx_id.hex()]
 
     async def wait_for_all(self, tx_ids: list[bytes], timeout_s: float) -> dict[str, dict[str, Any]]:
-        """wait_for over a batch: one future and one timer for the whole request (waiters.py),
-        where a future per transaction cost a scheduled callback each on the event loop."""
+        """Each transaction's outcome, waiting up to timeout_s for those not yet known: one future
+        and one timer for the whole request (waiters.py), where a future per transaction cost a
+        scheduled callback each on the event loop. Those still unknown at the timeout get their
+        status as it then stands."""
         out: dict[bytes, dict[str, Any]] = {}
         batch = BatchWait(asyncio.get_running_loop())
         registered: dict[bytes, None] = {}  # ordered, and the same id twice is waited for once
@@ -528,7 +518,7 @@ class Node:
             async with asyncio.timeout(timeout_s):
                 await batch.done
         except TimeoutError:
-            pass
+            pass  # what is not answered by now is looked up below
         finally:
             if batch.remaining > 0:  # timed out or cancelled: forget what is still registered
                 for tx_id in registered:

@@ -40,15 +40,12 @@ class BatchWait:
             self.done.set_result(None)
 
 
-Waiter = asyncio.Future[Status] | BatchWait
-
-
 class Waiters:
     """Who waits for which transaction. `len` counts transactions, which MAX_WAITERS bounds."""
 
     def __init__(self, max_txs: int) -> None:
         self.max_txs = max_txs
-        self._by_tx: dict[bytes, list[Waiter]] = {}
+        self._by_tx: dict[bytes, list[BatchWait]] = {}
 
     def __len__(self) -> int:
         return len(self._by_tx)
@@ -63,10 +60,10 @@ class Waiters:
     def full(self) -> bool:
         return len(self._by_tx) >= self.max_txs
 
-    def add(self, tx_id: bytes, waiter: Waiter) -> None:
+    def add(self, tx_id: bytes, waiter: BatchWait) -> None:
         self._by_tx.setdefault(tx_id, []).append(waiter)
 
-    def discard(self, tx_id: bytes, waiter: Waiter) -> None:
+    def discard(self, tx_id: bytes, waiter: BatchWait) -> None:
         """Forget a waiter that stopped waiting (timed out or cancelled); no-op if resolved."""
         waiting = self._by_tx.get(tx_id)
         if waiting and waiter in waiting:
@@ -76,15 +73,11 @@ class Waiters:
 
     def resolve(self, tx_id: bytes, status: Status) -> None:
         for waiter in self._by_tx.pop(tx_id, ()):
-            if isinstance(waiter, BatchWait):
-                waiter.resolve(tx_id, status)
-            elif not waiter.done():
-                waiter.set_result(status)
+            waiter.resolve(tx_id, status)
 
     def cancel_all(self) -> None:
         for waiting in self._by_tx.values():
             for waiter in waiting:
-                future = waiter.done if isinstance(waiter, BatchWait) else waiter
-                if not future.done():
-                    future.cancel()
+                if not waiter.done.done():
+                    waiter.done.cancel()
         self._by_tx.clear()

@@ -28,17 +28,19 @@ def test_a_batch_completes_only_when_every_transaction_is_resolved() -> None:
     asyncio.run(scenario())
 
 
-def test_single_and_batch_waiters_on_one_transaction_both_hear_of_it() -> None:
+def test_two_requests_waiting_on_one_transaction_both_hear_of_it() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         waiters = Waiters(max_txs=10)
-        single: asyncio.Future[dict[str, str]] = loop.create_future()
-        batch = BatchWait(loop)
+        single, batch = BatchWait(loop), BatchWait(loop)
         waiters.add(A, single)
         waiters.add(A, batch)
-        batch.expect(1)
+        waiters.add(B, batch)
+        single.expect(1)
+        batch.expect(2)
         waiters.resolve(A, {"status": "committed"})
-        assert single.result() == {"status": "committed"} and batch.done.done()
+        assert single.statuses == {A: {"status": "committed"}} and single.done.done()
+        assert batch.statuses == {A: {"status": "committed"}} and not batch.done.done()
 
     asyncio.run(scenario())
 
