@@ -252,9 +252,12 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
                          request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms,
                          NEW, request.client_ref, orderbook.NO_ORDER, orderbook.NO_ORDER))
     ctx.touch(owner)
-    ctx.emit("order_placed", order_id=order.order_id, isin=order.isin, currency=order.currency, side=order.side,
-             owner=owner, price=order.price, quantity=order.quantity, time_in_force=order.tif, order_type=request.kind,
-             expires_at_ms=order.expires_at_ms, client_ref=order.client_ref)
+    # The venue's events name their attributes in key order, the order they are encoded in:
+    # such a map packs as it stands, without a sorted copy (codec.is_leaf_map_sorted).
+    ctx.emit("order_placed", client_ref=order.client_ref, currency=order.currency,
+             expires_at_ms=order.expires_at_ms, isin=order.isin, order_id=order.order_id,
+             order_type=request.kind, owner=owner, price=order.price, quantity=order.quantity,
+             side=order.side, time_in_force=order.tif)
     result = _match_fok(ctx, spec, terms, order) if order.tif == FOK else _match(ctx, spec, terms, order)
     # What rests is locked from the balance read at entry unless matching may have changed it.
     return _finish(ctx, spec, result, None if result.met_maker else held)
@@ -291,7 +294,7 @@ def _finish(ctx: Context, spec: BookSpec, result: MatchResult, held: balances.Ba
     if order.tif not in RESTING_TIFS or result.stopped:
         why = result.stopped or "not_resting"
         order = order.with_status(orderbook.advance(order.status, orderbook.CANCEL))
-        ctx.emit("order_cancelled", order_id=order.order_id, isin=order.isin, currency=order.currency,
+        ctx.emit("order_cancelled", currency=order.currency, isin=order.isin, order_id=order.order_id,
                  owner=order.owner, remaining=order.remaining, status=order.status, why=why)
         return order
     order = order.with_status(orderbook.advance(order.status, orderbook.REST))

@@ -55,8 +55,8 @@ def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: s
     release(ctx, spec, order)
     ctx.touch(order.owner)
     kind = "order_expired" if event == orderbook.EXPIRE else "order_cancelled"
-    ctx.emit(kind, order_id=order.order_id, isin=order.isin, currency=order.currency, owner=order.owner,
-             remaining=order.remaining, status=status, why=why)
+    ctx.emit(kind, currency=order.currency, isin=order.isin, order_id=order.order_id, owner=order.owner,
+             remaining=order.remaining, status=status, why=why)  # in key order, as in market.place
 
 
 @dataclass
@@ -168,6 +168,6 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
     if recorder is None:
         recorder = result.recorder = TradeRecorder(ctx, spec.isin, spec.currency)
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
-    ctx.emit("trade", trade_id=trade.trade_id, isin=spec.isin, currency=spec.currency, price=price,
-             quantity=quantity, amount=amount, buyer=buy.owner, seller=sell.owner, buy_order=buy.order_id,
-             sell_order=sell.order_id, aggressor=taker.side, maker_status=maker_status, time_ms=trade.time_ms)
+    ctx.emit("trade", aggressor=taker.side, amount=amount, buy_order=buy.order_id, buyer=buy.owner,  # key order
+             currency=spec.currency, isin=spec.isin, maker_status=maker_status, price=price, quantity=quantity,
+             sell_order=sell.order_id, seller=sell.owner, time_ms=trade.time_ms, trade_id=trade.trade_id)

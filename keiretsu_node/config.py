@@ -25,7 +25,7 @@ class BatchingConfig:
 
     max_txs: int = 2_000
     preferred_bytes: int = 2 * 1024 * 1024
-    timeout_ms: int = 20
+    timeout_ms: int = 100
     max_inflight_batches: int = 4
 
 
