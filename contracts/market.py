@@ -252,8 +252,9 @@ def place(ctx: Context, owner: str, request: OrderRequest) -> Order:
                          request.price, request.quantity, request.quantity, request.tif, request.expires_at_ms,
                          NEW, request.client_ref, orderbook.NO_ORDER, orderbook.NO_ORDER))
     ctx.touch(owner)
-    # The venue's events name their attributes in key order, the order they are encoded in:
-    # such a map packs as it stands, without a sorted copy (codec.is_leaf_map_sorted).
+    # The order path's events name their attributes in key order, the order they are encoded
+    # in: such a map packs as it stands, without a sorted copy (codec.is_leaf_map_sorted;
+    # tests/test_venue_events_in_key_order.py).
     ctx.emit("order_placed", client_ref=order.client_ref, currency=order.currency,
              expires_at_ms=order.expires_at_ms, isin=order.isin, order_id=order.order_id,
              order_type=request.kind, owner=owner, price=order.price, quantity=order.quantity,

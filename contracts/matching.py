@@ -55,8 +55,9 @@ def take_off_book(ctx: Context, spec: BookSpec, order: Order, event: str, why: s
     release(ctx, spec, order)
     ctx.touch(order.owner)
     kind = "order_expired" if event == orderbook.EXPIRE else "order_cancelled"
+    # Attributes in key order, as on the whole order path (see market.place).
     ctx.emit(kind, currency=order.currency, isin=order.isin, order_id=order.order_id, owner=order.owner,
-             remaining=order.remaining, status=status, why=why)  # in key order, as in market.place
+             remaining=order.remaining, status=status, why=why)
 
 
 @dataclass
@@ -168,6 +169,7 @@ def _fill(ctx: Context, spec: BookSpec, terms: settlement.FillTerms, maker: Orde
     if recorder is None:
         recorder = result.recorder = TradeRecorder(ctx, spec.isin, spec.currency)
     trade = recorder.record(price, quantity, amount, buy.owner, sell.owner, buy.order_id, sell.order_id, taker.side)
-    ctx.emit("trade", aggressor=taker.side, amount=amount, buy_order=buy.order_id, buyer=buy.owner,  # key order
+    # Attributes in key order, as on the whole order path (see market.place).
+    ctx.emit("trade", aggressor=taker.side, amount=amount, buy_order=buy.order_id, buyer=buy.owner,
              currency=spec.currency, isin=spec.isin, maker_status=maker_status, price=price, quantity=quantity,
              sell_order=sell.order_id, seller=sell.owner, time_ms=trade.time_ms, trade_id=trade.trade_id)

@@ -184,7 +184,8 @@ def dvp(ctx: Context, seller: str, buyer: str, isin: str, quantity: int, currenc
     if cash.get_currency(ctx, currency) is None:
         raise ContractError(Reason.UNKNOWN_ASSET, f"leg {PAYMENT_LEG}: {currency} is not a currency")
     settle_legs(ctx, [Leg(isin, seller, buyer, quantity), Leg(currency, buyer, seller, amount)])
-    ctx.emit("dvp_settled", amount=amount, buyer=buyer, currency=currency, isin=isin,  # in key order
+    # Attributes in key order, as on the venue's order path (see market.place).
+    ctx.emit("dvp_settled", amount=amount, buyer=buyer, currency=currency, isin=isin,
              quantity=quantity, reference=reference, seller=seller)
 
 
