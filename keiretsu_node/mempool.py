@@ -45,6 +45,7 @@ class Mempool:
         self.verified_cache = verified_cache
         self._entries: dict[bytes, _Entry] = {}
         self._pending: dict[bytes, None] = {}
+        self._pending_bytes = 0  # the sizes of the pending entries, kept beside _pending
         # The same transactions by their bytes, for the executor (decoded(), below).
         self._by_raw: dict[bytes, SignedTx] = {}
         self._size_bytes = 0
@@ -108,6 +109,7 @@ class Mempool:
             self._expiry_floor_ms = expires_ms
         self._by_raw[tx.raw] = tx
         self._pending[tx.tx_id] = None
+        self._pending_bytes += size
         self._size_bytes += size
         return True
 
@@ -122,6 +124,7 @@ class Mempool:
             if out and (len(out) >= max_txs or total + entry.size_bytes > max_bytes):
                 break
             del self._pending[tx_id]
+            self._pending_bytes -= entry.size_bytes
             entry.handed_off_ms = now_ms
             out.append(entry.tx)
             total += entry.size_bytes
@@ -132,13 +135,8 @@ class Mempool:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def pending_bytes_at_least(self, threshold: int) -> bool:
-        total = 0
-        for tx_id in self._pending:
-            total += self._entries[tx_id].size_bytes
-            if total >= threshold:
-                return True
-        return False
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
 
     def oldest_pending_since(self) -> bytes | None:
         return next(iter(self._pending), None)
@@ -160,6 +158,7 @@ class Mempool:
             if now_ms - handed_off_ms >= after_ms:
                 entry.handed_off_ms = None
                 self._pending[tx_id] = None
+                self._pending_bytes += entry.size_bytes
                 count += 1
             elif floor is None or handed_off_ms < floor:
                 floor = handed_off_ms
@@ -173,6 +172,7 @@ class Mempool:
             if entry is not None and entry.handed_off_ms is not None:
                 entry.handed_off_ms = None
                 self._pending[tx_id] = None
+                self._pending_bytes += entry.size_bytes
 
     def requeue_all(self) -> None:
         """On a change of leader: everything handed off goes back to pending."""
@@ -180,13 +180,16 @@ class Mempool:
             if entry.handed_off_ms is not None:
                 entry.handed_off_ms = None
                 self._pending[tx_id] = None
+                self._pending_bytes += entry.size_bytes
 
     def remove(self, tx_ids: list[bytes]) -> None:
         for tx_id in tx_ids:
             entry = self._entries.pop(tx_id, None)
             if entry is not None:
                 self._by_raw.pop(entry.tx.raw, None)
-                self._pending.pop(tx_id, None)
+                if tx_id in self._pending:
+                    del self._pending[tx_id]
+                    self._pending_bytes -= entry.size_bytes
                 self._size_bytes -= entry.size_bytes
 
     def remove_committed(self) -> list[bytes]:

@@ -288,7 +288,9 @@ class Node:
     def _signal_arrivals(self) -> None:
         self._tx_arrived.set()
         self._forward_wakeup.set()
-        if self.mempool.pending_count() >= self.config.batching.max_txs:
+        batching = self.config.batching
+        if (self.mempool.pending_count() >= batching.max_txs
+                or self.mempool.pending_bytes() >= batching.preferred_bytes):
             self._cut_now.set()
 
     def _on_forwarded(self, peer: str, payload: bytes) -> None:
@@ -348,7 +350,7 @@ class Node:
         if not self._inflight:
             return
         if (self.mempool.pending_count() >= batching.max_txs
-                or self.mempool.pending_bytes_at_least(batching.preferred_bytes)):
+                or self.mempool.pending_bytes() >= batching.preferred_bytes):
             return
         await wait_event(self._cut_now, batching.timeout_ms / 1000)
 

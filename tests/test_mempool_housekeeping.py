@@ -1,5 +1,6 @@
 """The mempool's housekeeping (expire, requeue_stale) skips its scan while nothing can be due;
-whatever the history, it drops and requeues exactly what a full scan would."""
+whatever the history, it drops and requeues exactly what a full scan would, and the pending
+byte count the leader's cut reads on every arrival is the sum over the pending entries."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ REQUEUE_AFTER_MS = 50
 
 def _tx(n: int, expires_at_ms: int) -> Any:
     tx_id = n.to_bytes(32, "big")
-    return SimpleNamespace(tx_id=tx_id, raw=b"raw" + tx_id, body=SimpleNamespace(expires_at_ms=expires_at_ms))
+    raw = b"raw" + tx_id + b"x" * _padding(tx_id)  # sizes differ, so the byte count is checked
+    return SimpleNamespace(tx_id=tx_id, raw=raw, body=SimpleNamespace(expires_at_ms=expires_at_ms))
+
+
+def _padding(tx_id: bytes) -> int:
+    return int.from_bytes(tx_id, "big") % 7
+
+
+def _size(tx_id: bytes) -> int:
+    return len(b"raw") + len(tx_id) + _padding(tx_id)
 
 
 class Model:
@@ -76,23 +86,28 @@ def test_housekeeping_does_what_a_full_scan_does(steps: list[tuple[Any, ...]]) -
     model = Model()
     now_ms = 0
     for kind, *args in steps:
-        if kind == "add":
-            tx = _tx(args[0], now_ms + args[1])
-            pool.add(tx, signatures_verified=False)
-            model.add(tx)
-            continue
-        if kind == "remove":
-            tx_id = args[0].to_bytes(32, "big")
-            pool.remove([tx_id])
-            model.remove([tx_id])
-            continue
-        if kind == "requeue_all":
-            pool.requeue_all()
-            for tx_id, entry in model.entries.items():
-                if entry[1] is not None:
-                    entry[1] = None
-                    model.pending[tx_id] = None
-            continue
+        now_ms = _step(pool, model, now_ms, kind, args)
+        assert pool.pending_count() == len(model.pending) and len(pool) == len(model.entries)
+        assert pool.pending_bytes() == sum(_size(tx_id) for tx_id in model.pending)
+
+
+def _step(pool: Mempool, model: Model, now_ms: int, kind: str, args: list[Any]) -> int:
+    """One step on the pool and on the model; returns the clock after it."""
+    if kind == "add":
+        tx = _tx(args[0], now_ms + args[1])
+        pool.add(tx, signatures_verified=False)
+        model.add(tx)
+    elif kind == "remove":
+        tx_id = args[0].to_bytes(32, "big")
+        pool.remove([tx_id])
+        model.remove([tx_id])
+    elif kind == "requeue_all":
+        pool.requeue_all()
+        for tx_id, entry in model.entries.items():
+            if entry[1] is not None:
+                entry[1] = None
+                model.pending[tx_id] = None
+    else:
         now_ms += args[0]
         if kind == "take":
             assert [tx.tx_id for tx in pool.take(now_ms, args[1], 10**9)] == model.take(now_ms, args[1])
@@ -100,4 +115,4 @@ def test_housekeeping_does_what_a_full_scan_does(steps: list[tuple[Any, ...]]) -
             assert pool.requeue_stale(now_ms, REQUEUE_AFTER_MS) == model.requeue_stale(now_ms)
         else:
             assert pool.expire(now_ms) == model.expire(now_ms)
-        assert pool.pending_count() == len(model.pending) and len(pool) == len(model.entries)
+    return now_ms
