@@ -89,7 +89,7 @@ class ConfChange:
     node_id: str
 
     def encode(self) -> bytes:
-        return _pack([int(self.type), self.node_id])
+        return packb([int(self.type), self.node_id])
 
     @staticmethod
     def decode(data: bytes) -> ConfChange:
@@ -134,7 +134,7 @@ class Message:
             s = self.snapshot
             snap = [s.index, s.term, list(s.conf.voters), list(s.conf.learners)]
         ents = [[e.term, e.index, int(e.type), e.data] for e in self.entries]
-        return _pack([
+        return packb([
             _KIND_MESSAGE, WIRE_VERSION, int(self.type), self.to, self.frm, self.term,
             self.log_term, self.index, ents, self.commit, self.reject, self.reject_hint,
             self.context, snap,
@@ -154,7 +154,7 @@ class SnapshotChunk:
     last: bool
 
     def encode(self) -> bytes:
-        return _pack([
+        return packb([
             _KIND_CHUNK, WIRE_VERSION, self.frm, self.to, self.term, self.index, self.seq,
             self.data, self.last,
         ])
@@ -177,9 +177,23 @@ def decode(data: bytes) -> Message | SnapshotChunk:
         raise MessageDecodeError(DecodeErrorCode.MALFORMED, repr(exc)) from None
 
 
-def _pack(obj: Any) -> bytes:
-    out: bytes = msgpack.packb(obj)
+# msgpack.packb builds a Packer, with a 256 KiB buffer, per call; on this glibc freeing that
+# buffer returned it to the kernel (an munmap and a cross-core TLB flush), several times a block
+# on every node. One packer is kept instead: pack() runs in C under the GIL and calls no Python
+# code, so threads may share it, and it resets after every call. An object that grew its buffer
+# (a long APPEND, a snapshot chunk) gets the packer replaced, so no large buffer is held for good.
+PACKER_KEEPS_BYTES = 192 * 1024  # below msgpack's initial buffer: a kept packer never grows
+_packer = msgpack.Packer()
+
+
+def packb(obj: Any) -> bytes:
+    """msgpack.packb(obj), through the kept packer."""
+    global _packer
+    out: bytes = _packer.pack(obj)
+    if len(out) > PACKER_KEEPS_BYTES:
+        _packer = msgpack.Packer()
     return out
+
 
 
 def _unpack(data: bytes) -> Any:

@@ -12,7 +12,7 @@ import msgpack
 import plyvel
 
 from consensus.log import check
-from consensus.messages import ConfState, Entry, EntryType, HardState, SnapshotMeta
+from consensus.messages import ConfState, Entry, EntryType, HardState, SnapshotMeta, packb
 from consensus.raft import PersistentState
 
 _HARD_STATE = b"m/hard_state"
@@ -94,10 +94,10 @@ class LevelDBLogStore:
                 for index in range(new_last + 1, self._last_index + 1):
                     batch.delete(_entry_key(index))  # a conflicting suffix is replaced
                 for e in entries:
-                    batch.put(_entry_key(e.index), msgpack.packb([e.term, int(e.type), e.data]))
+                    batch.put(_entry_key(e.index), packb([e.term, int(e.type), e.data]))
                 self._last_index = new_last
             if hard_state is not None:
-                batch.put(_HARD_STATE, msgpack.packb(
+                batch.put(_HARD_STATE, packb(
                     [hard_state.term, hard_state.vote, hard_state.commit]))
 
     def mark_snapshot_pending(self, meta: SnapshotMeta | None) -> None:

@@ -15,6 +15,11 @@ LENGTH_PREFIX_BYTES = 4
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes, prefix excluded; a Raft snapshot chunk fits
 MAX_CHANNEL_BYTES = 32
 MIN_FRAME_BODY_BYTES = 3  # fixarray(2) + fixstr("") + bin8(b"") is the smallest well-formed body
+# Frames up to this payload are packed by one kept packer rather than a new one per frame, whose
+# 256 KiB buffer cost an munmap when freed (consensus/messages.py has the measurement); larger
+# ones (snapshot chunks) by a new packer, so the kept one never grows its buffer.
+SHARED_PACKER_MAX_PAYLOAD = 192 * 1024
+_frame_packer = msgpack.Packer(use_bin_type=True)
 
 
 class FrameErrorCode(enum.Enum):
@@ -44,7 +49,11 @@ class Frame:
 def encode_frame(frame: Frame, max_frame_bytes: int = MAX_FRAME_BYTES) -> bytes:
     """Prefix and body of one frame; raises FrameError if the receiver would refuse it."""
     check_channel(frame.channel)
-    body: bytes = msgpack.packb([frame.channel, frame.payload], use_bin_type=True)
+    pair = [frame.channel, frame.payload]
+    if len(frame.payload) <= SHARED_PACKER_MAX_PAYLOAD:
+        body: bytes = _frame_packer.pack(pair)
+    else:
+        body = msgpack.packb(pair, use_bin_type=True)
     if len(body) > max_frame_bytes:
         raise FrameError(FrameErrorCode.OVERSIZE, f"{len(body)} > {max_frame_bytes} bytes")
     return len(body).to_bytes(LENGTH_PREFIX_BYTES, "big") + body
