@@ -195,7 +195,6 @@ def packb(obj: Any) -> bytes:
     return out
 
 
-
 def _unpack(data: bytes) -> Any:
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageDecodeError(DecodeErrorCode.TOO_LARGE, f"{len(data)} bytes")
