@@ -16,7 +16,7 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes, prefix excluded; a Raft snapsh
 MAX_CHANNEL_BYTES = 32
 MIN_FRAME_BODY_BYTES = 3  # fixarray(2) + fixstr("") + bin8(b"") is the smallest well-formed body
 # Frames up to this payload are packed by one kept packer rather than a new one per frame, whose
-# 256 KiB buffer cost an munmap when freed (consensus/messages.py has the measurement); larger
+# 256 KiB buffer cost an munmap when freed (consensus/messages.py says why); larger
 # ones (snapshot chunks) by a new packer, so the kept one never grows its buffer.
 SHARED_PACKER_MAX_PAYLOAD = 192 * 1024
 _frame_packer = msgpack.Packer(use_bin_type=True)
