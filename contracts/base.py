@@ -12,7 +12,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from ledger import codec
 from ledger.block import Event
-from ledger.frozen import check_buildable
+from ledger.frozen import check_buildable, new_record, set_fields
 from ledger.keys import is_address
 from ledger.reasons import ContractError, InvariantViolation, Reason
 from ledger.state import Overlay
@@ -26,8 +26,6 @@ MAX_STATE_VALUE_BYTES = 1024 * 1024
 MAX_DECODED_RECORDS = 16_384
 _NOT_DECODED = object()
 _DECODED: dict[bytes, Any] = {}
-_new_record = object.__new__
-_set_fields = object.__setattr__
 check_buildable(Event)
 
 
@@ -308,8 +306,8 @@ class Context:
             raise ContractError(Reason.LIMIT_EXCEEDED, "too many events in one call")
         # Event(kind, attrs) without its generated __init__ (frozen: a call per field); the
         # same object (ledger/frozen.py), once per event of every transaction.
-        event = _new_record(Event)
-        _set_fields(event, "__dict__", {"kind": kind, "attrs": attrs})
+        event = new_record(Event)
+        set_fields(event, "__dict__", {"kind": kind, "attrs": attrs})
         self.events.append(event)
         # In a system context, subjects touched since the previous event belong to this one.
         self.event_subjects.append(self.touched)

@@ -20,7 +20,7 @@ from ledger import codec
 from ledger.auth import resolve_signer
 from ledger.batch import Batch, BatchError
 from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results_root
-from ledger.frozen import check_buildable
+from ledger.frozen import check_buildable, new_record, set_fields
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.reasons import ContractError, InvariantViolation, Reason, TxRejected, require
@@ -47,8 +47,6 @@ _VERIFY_POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), threa
 
 
 check_buildable(Receipt)
-_new_record = object.__new__
-_set_fields = object.__setattr__
 
 
 @dataclass(frozen=True)
@@ -429,9 +427,9 @@ class Executor:
             subjects.extend(group)
         subjects.extend(ctx.touched)
         # built(Receipt, ...) written out: its two C calls without a Python call per transaction
-        receipt = _new_record(Receipt)
-        _set_fields(receipt, "__dict__", {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "",
-                                          "events": tuple(ctx.events)})
+        receipt = new_record(Receipt)
+        set_fields(receipt, "__dict__", {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "",
+                                         "events": tuple(ctx.events)})
         return receipt, tuple(dict.fromkeys(subjects))  # _dedupe, inlined
 
     def _method(self, contract: str, name: str) -> Method:

@@ -14,14 +14,17 @@ from typing import Any, TypeVar
 
 Record = TypeVar("Record")
 
-_new = object.__new__
-_set = object.__setattr__
+# The two C calls `built` makes. A loop that builds a record per transaction (decoding, receipts,
+# events) calls them itself, `record = new_record(cls); set_fields(record, "__dict__", fields)`,
+# which is built(cls, fields) without built's own Python call.
+new_record = object.__new__
+set_fields = object.__setattr__
 
 
 def built(cls: type[Record], fields: dict[str, Any]) -> Record:
     """cls(**fields) for a frozen dataclass without __post_init__, given every field."""
-    record = _new(cls)
-    _set(record, "__dict__", fields)
+    record = new_record(cls)
+    set_fields(record, "__dict__", fields)
     return record
 
 

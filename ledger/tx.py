@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec
-from ledger.frozen import check_buildable
+from ledger.frozen import check_buildable, new_record, set_fields
 from ledger.keys import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, KeyPair, address_of, verify
 from ledger.reasons import Reason, TxRejected
 
@@ -94,8 +94,6 @@ class SignedTx:
 
 check_buildable(TxBody)
 check_buildable(SignedTx)
-_new_record = object.__new__
-_set_fields = object.__setattr__
 
 
 def sign(body: TxBody, keys: list[KeyPair]) -> SignedTx:
@@ -211,9 +209,9 @@ def _decode_flat(raw: bytes) -> SignedTx | None:
             return None
     if (len(signers) > 1 and len(set(signers)) != len(signers)) or not codec.encodes_to(wire, raw):
         return None
-    body = _new_record(TxBody)  # built(TxBody, ...) written out: no Python call per transaction
-    _set_fields(body, "__dict__", {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
-                                   "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
+    body = new_record(TxBody)  # built(TxBody, ...) written out: no Python call per transaction
+    set_fields(body, "__dict__", {"chain_id": chain_id, "contract": contract, "method": method, "args": args,
+                                  "nonce": nonce, "expires_at_ms": expires_at_ms, "signers": tuple(signers)})
     return _signed(body, signatures, raw)
 
 
@@ -223,10 +221,10 @@ def _signed(body: TxBody, signatures: list[bytes], raw: bytes) -> SignedTx:
     # slicing is cheaper than re-encoding the body.
     signatures_bytes = (1 if len(signatures) <= 15 else 3) + len(signatures) * (2 + SIGNATURE_BYTES)
     body_bytes = raw[1:len(raw) - signatures_bytes]
-    signed = _new_record(SignedTx)  # built(SignedTx, ...) written out
-    _set_fields(signed, "__dict__", {"body": body, "signatures": tuple(signatures), "raw": raw,
-                                     "body_bytes": body_bytes,
-                                     "tx_id": hashlib.sha256(TX_ID_DOMAIN + body_bytes).digest()})  # tx_id_of
+    signed = new_record(SignedTx)  # built(SignedTx, ...) written out
+    set_fields(signed, "__dict__", {"body": body, "signatures": tuple(signatures), "raw": raw,
+                                    "body_bytes": body_bytes,
+                                    "tx_id": hashlib.sha256(TX_ID_DOMAIN + body_bytes).digest()})  # tx_id_of
     return signed
 
 
