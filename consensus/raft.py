@@ -614,17 +614,18 @@ class Raft:
                 continue
             pr.ticks_silent += 1
             if pr.ticks_silent >= self.cfg.heartbeat_ticks:
-                pr.ticks_silent = 0
-                self._send(Message(MT.HEARTBEAT, pid, self.id, self.term,
-                                   commit=min(pr.match, self.log.committed)))
+                self._send_heartbeat(pid, pr, b"")
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         for pid, pr in self.prs.items():
             if pid != self.id:
-                commit = min(pr.match, self.log.committed)
-                pr.ticks_silent = 0
-                self._send(Message(MT.HEARTBEAT, pid, self.id, self.term, commit=commit,
-                                   context=context))
+                self._send_heartbeat(pid, pr, context)
+
+    def _send_heartbeat(self, to: str, pr: Progress, context: bytes) -> None:
+        """A heartbeat (the commit index the follower is known to hold), which restarts its silence."""
+        pr.ticks_silent = 0
+        self._send(Message(MT.HEARTBEAT, to, self.id, self.term, commit=min(pr.match, self.log.committed),
+                           context=context))
 
     # ==== linearizable reads (Raft thesis §6.4) =============================================
 
