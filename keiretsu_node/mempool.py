@@ -156,9 +156,7 @@ class Mempool:
             if handed_off_ms is None:
                 continue
             if now_ms - handed_off_ms >= after_ms:
-                entry.handed_off_ms = None
-                self._pending[tx_id] = None
-                self._pending_bytes += entry.size_bytes
+                self._back_to_pending(tx_id, entry)
                 count += 1
             elif floor is None or handed_off_ms < floor:
                 floor = handed_off_ms
@@ -170,17 +168,20 @@ class Mempool:
         for tx_id in tx_ids:
             entry = self._entries.get(tx_id)
             if entry is not None and entry.handed_off_ms is not None:
-                entry.handed_off_ms = None
-                self._pending[tx_id] = None
-                self._pending_bytes += entry.size_bytes
+                self._back_to_pending(tx_id, entry)
 
     def requeue_all(self) -> None:
         """On a change of leader: everything handed off goes back to pending."""
         for tx_id, entry in self._entries.items():
             if entry.handed_off_ms is not None:
-                entry.handed_off_ms = None
-                self._pending[tx_id] = None
-                self._pending_bytes += entry.size_bytes
+                self._back_to_pending(tx_id, entry)
+
+    def _back_to_pending(self, tx_id: bytes, entry: _Entry) -> None:
+        """A handed-off entry is pending again, at the end of the arrival order, and its bytes
+        count in pending_bytes."""
+        entry.handed_off_ms = None
+        self._pending[tx_id] = None
+        self._pending_bytes += entry.size_bytes
 
     def remove(self, tx_ids: list[bytes]) -> None:
         for tx_id in tx_ids:
