@@ -294,7 +294,7 @@ class Executor:
     def _commit(self, writes: dict[bytes, bytes | None], block: Block | None, index: dict[bytes, bytes],
                 position: AppliedPosition) -> None:
         try:
-            self.store.commit(writes, block, index, position, sync=self.sync)
+            self.store.commit(writes, block, index, position, sync=self.sync, presence=self._reads.presence)
         except BaseException:
             self._reads.clear()  # we no longer know what the store holds
             raise

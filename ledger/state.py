@@ -312,6 +312,15 @@ class ReadCache:
     def iter_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return self.parent.iter_prefix(prefix, start)
 
+    def presence(self, key: bytes) -> bool | None:
+        """Whether the store holds `key`, as far as the cache knows: None if it does not know."""
+        value = self.young.get(key, _UNSTAGED)
+        if value is _UNSTAGED:
+            value = self._old.get(key, _UNSTAGED)
+            if value is _UNSTAGED:
+                return None
+        return value is not None
+
     def committed(self, writes: dict[bytes, bytes | None]) -> None:
         """The store now holds these writes (None: deleted)."""
         if len(writes) > self._generation_entries:

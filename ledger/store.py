@@ -7,7 +7,7 @@ write batch, so a crash leaves either all of a block or none of it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,16 +331,27 @@ class LedgerStore:
         return out
 
     def commit(self, writes: dict[bytes, bytes | None], block: Block | None, index_writes: dict[bytes, bytes],
-               position: AppliedPosition, *, sync: bool = True) -> None:
-        """Persist a block, its state changes, indexes and the new position in ONE write batch."""
+               position: AppliedPosition, *, sync: bool = True,
+               presence: Callable[[bytes], bool | None] | None = None) -> None:
+        """Persist a block, its state changes, indexes and the new position in ONE write batch.
+
+        A deletion of a key the store does not hold (an order that rested and filled within the
+        block) is left out of the batch: LevelDB would keep its tombstone until compaction
+        reaches the last level, and a scan steps over every tombstone between its start and the
+        next live key, even past the end of its range (docs/STORAGE.md). `presence(key)`: whether
+        the caller knows the store holds the key (True or False), which spares the lookup, or None.
+        """
         self.state.sparse.will_write(writes)
+        stored = self.state.get
         with self.db.write_batch(transaction=True, sync=sync) as batch:
             put = batch.put  # bound once: ~6 writes per transaction go through here
             for key, value in writes.items():
-                if value is None:
-                    batch.delete(STATE_PREFIX + key)
-                else:
+                if value is not None:
                     put(STATE_PREFIX + key, value)
+                else:
+                    held = None if presence is None else presence(key)
+                    if held or (held is None and stored(key) is not None):
+                        batch.delete(STATE_PREFIX + key)
             if block is not None:
                 put(height_key(block.height), block.encode())
             for key, value in index_writes.items():

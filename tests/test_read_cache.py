@@ -52,3 +52,37 @@ def test_reads_always_equal_the_store(base, steps, max_entries):
         cache.committed(dict(arg))
         assert len(cache) <= 2 * max(1, max_entries // 2) + max(0, len(arg))
     assert all(cache.get(k) == store.get(k) for k in set(base) | set(store.items))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(KEYS, st.binary(max_size=3)),
+       st.lists(st.one_of(st.tuples(st.just("read"), KEYS),
+                          st.tuples(st.just("commit"), st.dictionaries(KEYS, st.none() | st.binary(max_size=3),
+                                                                       max_size=4))), max_size=40),
+       st.integers(min_value=1, max_value=6))
+def test_what_it_knows_of_a_keys_presence_is_what_the_store_holds(base, steps, max_entries):
+    """The store leaves out a deletion the cache says is of an absent key: a wrong "absent" would
+    leave a deleted value in the store."""
+    store = MemoryState(base)
+    cache = ReadCache(store, max_entries=max_entries)
+    seen: set[bytes] = set(base)
+    for kind, arg in steps:
+        if kind == "read":
+            cache.get(arg)
+            seen.add(arg)
+        else:
+            for key, value in arg.items():
+                if value is None:
+                    store.items.pop(key, None)
+                else:
+                    store.items[key] = value
+            cache.committed(dict(arg))
+            seen.update(arg)
+        for key in seen:
+            known = cache.presence(key)
+            if known is not None:
+                assert known == (store.get(key) is not None)
+    absent_read = b"\xff\xff\xff"  # longer than any generated key: never in the store
+    assert cache.presence(absent_read) is None
+    cache.get(absent_read)
+    assert cache.presence(absent_read) is False

@@ -1,0 +1,131 @@
+"""A block's deletion of a key the store does not hold writes no tombstone to LevelDB.
+
+An order that rests and fills within one block is put and deleted in the block's overlay, so the
+block's write set holds a deletion of a key that never reached the store. Written as a LevelDB
+delete, it would leave a tombstone that every scan near it steps over until compaction reaches
+the last level: the venue's per-block expiry scan (`mkt/exp/`, just before the order keys) grew
+to ~150 µs a block after 12,000 such orders (docs/PERFORMANCE.md, seventh session). These tests
+check that exactly the deletions of held keys reach LevelDB, and that the store's contents are
+the same either way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contracts import market_bench, orderbook
+from contracts.registry import default_registry
+from ledger.executor import Executor
+from ledger.store import EMPTY_POSITION, STATE_PREFIX, LedgerStore
+
+ALL_KEYS = [b"freeze\x1fa\x1f*", b"auth\x1facct\x1fa", b"part\x1fa", b"bal\x1fEUR\x1fa", b"bal\x1fEUR\x1fb",
+            b"mkt\x1ford\x1f\x00\x01", b"mkt\x1ford\x1f\x00\x02"]
+KEYS = st.sampled_from(ALL_KEYS)
+BLOCKS = st.lists(st.tuples(st.dictionaries(KEYS, st.none() | st.binary(min_size=1, max_size=4), max_size=6),
+                            st.sets(KEYS)), max_size=10)
+
+
+class _RecordingBatch:
+    def __init__(self, inner: Any, deleted: list[bytes]) -> None:
+        self._inner = inner
+        self._deleted = deleted
+
+    def __enter__(self) -> _RecordingBatch:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._inner.__exit__(*exc)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._inner.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._deleted.append(key)
+        self._inner.delete(key)
+
+
+class _RecordingDB:
+    """The store's LevelDB handle, noting every delete its write batches carry."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.deleted: list[bytes] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def write_batch(self, **options: Any) -> _RecordingBatch:
+        return _RecordingBatch(self._db.write_batch(**options), self.deleted)
+
+
+def _state(store: LedgerStore) -> dict[bytes, bytes]:
+    return dict(store.state.iter_prefix(b""))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(BLOCKS)
+def test_only_deletions_of_held_keys_reach_leveldb_and_the_state_is_the_same(blocks):
+    """Whatever the caller claims to know of some keys (true claims, as the read cache's are)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LedgerStore(Path(tmp))
+        recorder = _RecordingDB(store.db)
+        store.db = recorder
+        model: dict[bytes, bytes] = {}
+        try:
+            for writes, claimed in blocks:
+                known = {key: key in model for key in claimed}
+                recorder.deleted.clear()
+                store.commit(writes, None, {}, EMPTY_POSITION, sync=False, presence=known.get)
+                held_before = set(model)
+                for key, value in writes.items():
+                    if value is None:
+                        model.pop(key, None)
+                    else:
+                        model[key] = value
+                expected = sorted(STATE_PREFIX + key for key, value in writes.items()
+                                  if value is None and key in held_before)
+                assert sorted(recorder.deleted) == expected
+                assert _state(store) == model
+                for key in ALL_KEYS:
+                    assert store.state.get(key) == model.get(key)
+        finally:
+            store.close()
+
+
+def test_an_order_that_rests_and_fills_in_one_block_leaves_no_tombstone(tmp_path: Path):
+    net = market_bench._network()
+    sign = market_bench._Signer(net.sandbox)
+    store = LedgerStore(tmp_path)
+    recorder = _RecordingDB(store.db)
+    try:
+        executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False)
+        executor.init_genesis()
+        isin, raft_index = market_bench._setup(executor, net, sign)
+        store.db = recorder
+        maker, taker = net.makers[0], net.takers[0]
+
+        def block(*orders: tuple[Any, str]) -> list[bytes]:
+            nonlocal raft_index
+            raft_index += 1
+            recorder.deleted.clear()
+            txs = [market_bench._order(sign, isin, who, side, 1000) for who, side in orders]
+            applied = executor.apply(net.sandbox.batch(txs), raft_index, 1)
+            assert applied is not None and all(receipt.valid for receipt in applied.block.receipts)
+            return [key for key in recorder.deleted if key.startswith(STATE_PREFIX + orderbook.ORDER_PREFIX)]
+
+        # A sell rests and a buy fills it in the same block: its order record never reaches the store.
+        assert block((maker, "sell"), (taker, "buy")) == []
+        # A sell rests in one block and is filled in the next: its stored record is deleted.
+        assert block((maker, "sell")) == []
+        resting = [key for key in _state(store) if key.startswith(orderbook.ORDER_PREFIX)]
+        assert len(resting) == 1
+        assert block((taker, "buy")) == [STATE_PREFIX + resting[0]]
+        assert not any(key.startswith(orderbook.ORDER_PREFIX) for key in _state(store))
+    finally:
+        store.close()
