@@ -313,7 +313,12 @@ class ReadCache:
         return self.parent.iter_prefix(prefix, start)
 
     def presence(self, key: bytes) -> bool | None:
-        """Whether the store holds `key`, as far as the cache knows: None if it does not know."""
+        """Whether the store holds `key`, as far as the cache knows: None if it does not know.
+
+        `LedgerStore.commit` trusts a False and leaves that key's deletion out of its batch, so a
+        stale "absent" here would leave a deleted record on disk: the cache must hear of every
+        commit (`committed`) and be dropped when one fails or the store is replaced.
+        """
         value = self.young.get(key, _UNSTAGED)
         if value is _UNSTAGED:
             value = self._old.get(key, _UNSTAGED)

@@ -336,10 +336,14 @@ class LedgerStore:
         """Persist a block, its state changes, indexes and the new position in ONE write batch.
 
         A deletion of a key the store does not hold (an order that rested and filled within the
-        block) is left out of the batch: LevelDB would keep its tombstone until compaction
-        reaches the last level, and a scan steps over every tombstone between its start and the
-        next live key, even past the end of its range (docs/STORAGE.md). `presence(key)`: whether
-        the caller knows the store holds the key (True or False), which spares the lookup, or None.
+        block) is left out of the batch: LevelDB would keep its tombstone until a compaction finds
+        no deeper table whose range could hold the key, and a scan steps over every tombstone
+        between its start and the next live key, even past the end of its range
+        (docs/STORAGE.md).
+
+        `presence(key)`: whether the store, as committed before this batch, holds the key, if the
+        caller knows (True or False), else None, which costs a lookup. A False is trusted: a wrong
+        one would leave the deleted value in the store, so a caller unsure answers None or True.
         """
         self.state.sparse.will_write(writes)
         stored = self.state.get
@@ -348,10 +352,12 @@ class LedgerStore:
             for key, value in writes.items():
                 if value is not None:
                     put(STATE_PREFIX + key, value)
-                else:
-                    held = None if presence is None else presence(key)
-                    if held or (held is None and stored(key) is not None):
-                        batch.delete(STATE_PREFIX + key)
+                    continue
+                held = presence(key) if presence is not None else None
+                if held is None:
+                    held = stored(key) is not None
+                if held:
+                    batch.delete(STATE_PREFIX + key)
             if block is not None:
                 put(height_key(block.height), block.encode())
             for key, value in index_writes.items():

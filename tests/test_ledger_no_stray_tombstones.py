@@ -2,11 +2,11 @@
 
 An order that rests and fills within one block is put and deleted in the block's overlay, so the
 block's write set holds a deletion of a key that never reached the store. Written as a LevelDB
-delete, it would leave a tombstone that every scan near it steps over until compaction reaches
-the last level: the venue's per-block expiry scan (`mkt/exp/`, just before the order keys) grew
-to ~150 µs a block after 12,000 such orders (docs/PERFORMANCE.md, seventh session). These tests
-check that exactly the deletions of held keys reach LevelDB, and that the store's contents are
-the same either way.
+delete, it would leave a tombstone that every scan near it steps over until compaction removes
+it (docs/STORAGE.md; what that cost the venue's per-block scans: docs/PERFORMANCE.md, seventh
+session). These tests check that exactly the deletions of held keys reach LevelDB, that the
+executor's read cache spares the lookups it can, and that the store's contents are the same as
+with every deletion written.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 from contracts import market_bench, orderbook
 from contracts.registry import default_registry
 from ledger.executor import Executor
+from ledger.state import ReadCache
 from ledger.store import EMPTY_POSITION, STATE_PREFIX, LedgerStore
 
 ALL_KEYS = [b"freeze\x1fa\x1f*", b"auth\x1facct\x1fa", b"part\x1fa", b"bal\x1fEUR\x1fa", b"bal\x1fEUR\x1fb",
             b"mkt\x1ford\x1f\x00\x01", b"mkt\x1ford\x1f\x00\x02"]
 KEYS = st.sampled_from(ALL_KEYS)
-BLOCKS = st.lists(st.tuples(st.dictionaries(KEYS, st.none() | st.binary(min_size=1, max_size=4), max_size=6),
+BLOCKS = st.lists(st.tuples(st.dictionaries(KEYS, st.none() | st.binary(max_size=4), max_size=6),
                             st.sets(KEYS)), max_size=10)
 
 
@@ -129,3 +130,99 @@ def test_an_order_that_rests_and_fills_in_one_block_leaves_no_tombstone(tmp_path
         assert not any(key.startswith(orderbook.ORDER_PREFIX) for key in _state(store))
     finally:
         store.close()
+
+
+def _venue(path: Path, **executor_options: Any) -> tuple[Executor, LedgerStore, Any, Any, str, int]:
+    net = market_bench._network()
+    sign = market_bench._Signer(net.sandbox)
+    store = LedgerStore(path)
+    executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False,
+                        **executor_options)
+    executor.init_genesis()
+    isin, raft_index = market_bench._setup(executor, net, sign)
+    return executor, store, net, sign, isin, raft_index
+
+
+def test_the_state_equals_a_store_that_writes_every_deletion(tmp_path: Path):
+    """The venue's bench flow (orders rest, fill, empty levels, in and across blocks) replayed
+    through a read cache of four entries, which turns over all the time and forgets most keys,
+    against a twin store that writes every deletion as before: the same state after each block."""
+    skipping, store, net, sign, isin, raft_index = _venue(tmp_path / "skipping")
+    skipping._reads = ReadCache(store.state, max_entries=4)
+    writing, twin, *_ = _venue(tmp_path / "writing")
+    twin_commit = twin.commit
+    twin.commit = lambda *args, presence=None, **options: twin_commit(*args, **options)  # every deletion written
+    held_deleted = 0
+    try:
+        txs = market_bench.resting_orders(sign, isin, net, 60) + market_bench.flow(sign, isin, net, 240)
+        for start in range(0, len(txs), 7):  # 7: orders rest in one block and fill in another
+            raft_index += 1
+            batch = net.sandbox.batch(txs[start:start + 7])
+            before = _state(store)
+            for executor in (skipping, writing):
+                applied = executor.apply(batch, raft_index, 1)
+                assert applied is not None and all(receipt.valid for receipt in applied.block.receipts)
+            after = _state(store)
+            assert after == _state(twin)
+            held_deleted += len(set(before) - set(after))
+        assert held_deleted > 0  # the flow did delete stored keys, not only ones born in their block
+    finally:
+        store.close()
+        twin.close()
+
+
+def test_the_executor_asks_its_read_cache_before_looking_a_deletion_up(tmp_path: Path):
+    executor, store, net, sign, isin, raft_index = _venue(tmp_path)
+    looked_up: list[bytes] = []
+    committing = False
+    read = store.state.get
+
+    def get(key: bytes) -> bytes | None:
+        if committing:
+            looked_up.append(key)
+        return read(key)
+
+    store.state.get = get  # type: ignore[method-assign]
+    store_commit = store.commit
+
+    def commit(*args: Any, **options: Any) -> None:
+        nonlocal committing
+        assert options.get("presence") is not None
+        committing = True
+        try:
+            store_commit(*args, **options)
+        finally:
+            committing = False
+
+    store.commit = commit  # type: ignore[method-assign]
+    try:
+        maker, taker = net.makers[0], net.takers[0]
+        sell = market_bench._order(sign, isin, maker, "sell", 1000)
+        raft_index += 1
+        assert executor.apply(net.sandbox.batch([sell]), raft_index, 1) is not None
+        executor._reads.clear()  # as if the sell had rested long ago: the cache knows none of its keys
+        looked_up.clear()
+        # The fill reads the resting order, its level and the best price, so the cache knows
+        # those deletions are of held keys; it deletes the owner's index entry, which nothing
+        # read: the one lookup.
+        buy = market_bench._order(sign, isin, taker, "buy", 1000)
+        raft_index += 1
+        assert executor.apply(net.sandbox.batch([buy]), raft_index, 1) is not None
+        assert len(looked_up) == 1 and looked_up[0].startswith(orderbook.account_prefix(maker.address))
+        assert not any(key.startswith(orderbook.account_prefix(maker.address)) for key in _state(store))
+    finally:
+        store.close()
+
+
+def test_a_replaced_store_gets_a_cache_that_knows_nothing_of_it(tmp_path: Path):
+    executor, store, *_ = _venue(tmp_path / "a")
+    key = orderbook.SEQUENCE_KEY
+    executor._reads.get(key)
+    assert executor._reads.presence(key) is not None
+    other = LedgerStore(tmp_path / "b")
+    try:
+        executor.replace_store(other)
+        assert executor._reads.presence(key) is None
+    finally:
+        store.close()
+        other.close()

@@ -29,14 +29,26 @@ def test_a_key_read_in_every_block_survives_the_turnovers() -> None:
 
 
 KEYS = st.binary(min_size=1, max_size=2)
+# A store's starting items, then reads and commits (a write set each, None deleting), and a bound.
+HISTORIES = (st.dictionaries(KEYS, st.binary(max_size=3)),
+             st.lists(st.one_of(st.tuples(st.just("read"), KEYS),
+                                st.tuples(st.just("commit"), st.dictionaries(KEYS, st.none() | st.binary(max_size=3),
+                                                                             max_size=4))), max_size=40),
+             st.integers(min_value=1, max_value=6))
+
+
+def _commit(store: MemoryState, cache: ReadCache, writes: dict[bytes, bytes | None]) -> None:
+    """What the executor does: the store takes the write set, then the cache hears of it."""
+    for key, value in writes.items():
+        if value is None:
+            store.items.pop(key, None)
+        else:
+            store.items[key] = value
+    cache.committed(dict(writes))
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(KEYS, st.binary(max_size=3)),
-       st.lists(st.one_of(st.tuples(st.just("read"), KEYS),
-                          st.tuples(st.just("commit"), st.dictionaries(KEYS, st.none() | st.binary(max_size=3),
-                                                                       max_size=4))), max_size=40),
-       st.integers(min_value=1, max_value=6))
+@given(*HISTORIES)
 def test_reads_always_equal_the_store(base, steps, max_entries):
     store = MemoryState(base)
     cache = ReadCache(store, max_entries=max_entries)
@@ -44,22 +56,13 @@ def test_reads_always_equal_the_store(base, steps, max_entries):
         if kind == "read":
             assert cache.get(arg) == store.get(arg)
             continue
-        for key, value in arg.items():
-            if value is None:
-                store.items.pop(key, None)
-            else:
-                store.items[key] = value
-        cache.committed(dict(arg))
+        _commit(store, cache, arg)
         assert len(cache) <= 2 * max(1, max_entries // 2) + max(0, len(arg))
     assert all(cache.get(k) == store.get(k) for k in set(base) | set(store.items))
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(KEYS, st.binary(max_size=3)),
-       st.lists(st.one_of(st.tuples(st.just("read"), KEYS),
-                          st.tuples(st.just("commit"), st.dictionaries(KEYS, st.none() | st.binary(max_size=3),
-                                                                       max_size=4))), max_size=40),
-       st.integers(min_value=1, max_value=6))
+@given(*HISTORIES)
 def test_what_it_knows_of_a_keys_presence_is_what_the_store_holds(base, steps, max_entries):
     """The store leaves out a deletion the cache says is of an absent key: a wrong "absent" would
     leave a deleted value in the store."""
@@ -71,12 +74,7 @@ def test_what_it_knows_of_a_keys_presence_is_what_the_store_holds(base, steps, m
             cache.get(arg)
             seen.add(arg)
         else:
-            for key, value in arg.items():
-                if value is None:
-                    store.items.pop(key, None)
-                else:
-                    store.items[key] = value
-            cache.committed(dict(arg))
+            _commit(store, cache, arg)
             seen.update(arg)
         for key in seen:
             known = cache.presence(key)
