@@ -295,10 +295,13 @@ class Executor:
                 position: AppliedPosition) -> None:
         try:
             self.store.commit(writes, block, index, position, sync=self.sync, presence=self._reads.presence)
+            # Inside the try: an exception between the commit and this (an interrupt) must not
+            # leave the cache describing the store before the block, whose "absent" the next
+            # commit trusts.
+            self._reads.committed(writes)
         except BaseException:
             self._reads.clear()  # we no longer know what the store holds
             raise
-        self._reads.committed(writes)
 
     def _begin_block(self, block_overlay: Overlay, bctx: BlockContext) -> Context:
         """Scheduled work of every contract, before the block's transactions, in registry order."""

@@ -226,3 +226,30 @@ def test_a_replaced_store_gets_a_cache_that_knows_nothing_of_it(tmp_path: Path):
     finally:
         store.close()
         other.close()
+
+
+def test_an_interrupt_after_the_commit_leaves_no_stale_cache(tmp_path: Path):
+    """The commit trusts the cache's "absent": an exception between the store's write and the
+    cache hearing of it must drop the cache, not leave it describing the store before the block."""
+    executor, store, net, sign, isin, raft_index = _venue(tmp_path)
+    maker = net.makers[0]
+    heard = executor._reads.committed
+
+    def interrupted(writes: dict[bytes, bytes | None]) -> None:
+        raise KeyboardInterrupt
+
+    executor._reads.committed = interrupted  # type: ignore[method-assign]
+    try:
+        executor._reads.get(orderbook.SEQUENCE_KEY)
+        sell = market_bench._order(sign, isin, maker, "sell", 1000)
+        try:
+            executor.apply(net.sandbox.batch([sell]), raft_index + 1, 1)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the interrupt did not reach the caller")
+        assert store.position.raft_index == raft_index + 1  # the block is on disk
+        assert len(executor._reads) == 0
+    finally:
+        executor._reads.committed = heard  # type: ignore[method-assign]
+        store.close()
