@@ -99,27 +99,33 @@ def test_only_deletions_of_held_keys_reach_leveldb_and_the_state_is_the_same(blo
             store.close()
 
 
-def test_an_order_that_rests_and_fills_in_one_block_leaves_no_tombstone(tmp_path: Path):
+def _venue(path: Path, **executor_options: Any) -> tuple[Executor, LedgerStore, Any, Any, str, int]:
     net = market_bench._network()
     sign = market_bench._Signer(net.sandbox)
-    store = LedgerStore(tmp_path)
+    store = LedgerStore(path)
+    executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False,
+                        **executor_options)
+    executor.init_genesis()
+    isin, raft_index = market_bench._setup(executor, net, sign)
+    return executor, store, net, sign, isin, raft_index
+
+
+def test_an_order_that_rests_and_fills_in_one_block_leaves_no_tombstone(tmp_path: Path):
+    executor, store, net, sign, isin, raft_index = _venue(tmp_path)
     recorder = _RecordingDB(store.db)
+    store.db = recorder
+    maker, taker = net.makers[0], net.takers[0]
+
+    def block(*orders: tuple[Any, str]) -> list[bytes]:
+        nonlocal raft_index
+        raft_index += 1
+        recorder.deleted.clear()
+        txs = [market_bench._order(sign, isin, who, side, 1000) for who, side in orders]
+        applied = executor.apply(net.sandbox.batch(txs), raft_index, 1)
+        assert applied is not None and all(receipt.valid for receipt in applied.block.receipts)
+        return [key for key in recorder.deleted if key.startswith(STATE_PREFIX + orderbook.ORDER_PREFIX)]
+
     try:
-        executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False)
-        executor.init_genesis()
-        isin, raft_index = market_bench._setup(executor, net, sign)
-        store.db = recorder
-        maker, taker = net.makers[0], net.takers[0]
-
-        def block(*orders: tuple[Any, str]) -> list[bytes]:
-            nonlocal raft_index
-            raft_index += 1
-            recorder.deleted.clear()
-            txs = [market_bench._order(sign, isin, who, side, 1000) for who, side in orders]
-            applied = executor.apply(net.sandbox.batch(txs), raft_index, 1)
-            assert applied is not None and all(receipt.valid for receipt in applied.block.receipts)
-            return [key for key in recorder.deleted if key.startswith(STATE_PREFIX + orderbook.ORDER_PREFIX)]
-
         # A sell rests and a buy fills it in the same block: its order record never reaches the store.
         assert block((maker, "sell"), (taker, "buy")) == []
         # A sell rests in one block and is filled in the next: its stored record is deleted.
@@ -130,17 +136,6 @@ def test_an_order_that_rests_and_fills_in_one_block_leaves_no_tombstone(tmp_path
         assert not any(key.startswith(orderbook.ORDER_PREFIX) for key in _state(store))
     finally:
         store.close()
-
-
-def _venue(path: Path, **executor_options: Any) -> tuple[Executor, LedgerStore, Any, Any, str, int]:
-    net = market_bench._network()
-    sign = market_bench._Signer(net.sandbox)
-    store = LedgerStore(path)
-    executor = Executor(store, default_registry(), net.sandbox.genesis, verify_signatures=False, sync=False,
-                        **executor_options)
-    executor.init_genesis()
-    isin, raft_index = market_bench._setup(executor, net, sign)
-    return executor, store, net, sign, isin, raft_index
 
 
 def test_the_state_equals_a_store_that_writes_every_deletion(tmp_path: Path):
