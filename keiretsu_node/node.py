@@ -288,10 +288,13 @@ class Node:
     def _signal_arrivals(self) -> None:
         self._tx_arrived.set()
         self._forward_wakeup.set()
-        batching = self.config.batching
-        if (self.mempool.pending_count() >= batching.max_txs
-                or self.mempool.pending_bytes() >= batching.preferred_bytes):
+        if self._pool_holds_a_batch(self.config.batching):
             self._cut_now.set()
+
+    def _pool_holds_a_batch(self, batching: BatchingConfig) -> bool:
+        """The pending transactions fill a batch, by count or by preferred bytes: cut now."""
+        return (self.mempool.pending_count() >= batching.max_txs
+                or self.mempool.pending_bytes() >= batching.preferred_bytes)
 
     def _on_forwarded(self, peer: str, payload: bytes) -> None:
         """Transactions a follower admitted and forwarded to us (the leader, as it believed)."""
@@ -347,10 +350,7 @@ class Node:
         passes, so a busy leader still cuts few large blocks (group commit).
         """
         self._cut_now.clear()
-        if not self._inflight:
-            return
-        if (self.mempool.pending_count() >= batching.max_txs
-                or self.mempool.pending_bytes() >= batching.preferred_bytes):
+        if not self._inflight or self._pool_holds_a_batch(batching):
             return
         await wait_event(self._cut_now, batching.timeout_ms / 1000)
 
