@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,12 +238,8 @@ def test_an_interrupt_after_the_commit_leaves_no_stale_cache(tmp_path: Path):
     try:
         executor._reads.get(orderbook.SEQUENCE_KEY)
         sell = market_bench._order(sign, isin, maker, "sell", 1000)
-        try:
+        with pytest.raises(KeyboardInterrupt):
             executor.apply(net.sandbox.batch([sell]), raft_index + 1, 1)
-        except KeyboardInterrupt:
-            pass
-        else:
-            raise AssertionError("the interrupt did not reach the caller")
         assert store.position.raft_index == raft_index + 1  # the block is on disk
         assert len(executor._reads) == 0
     finally:
