@@ -19,7 +19,7 @@ import msgpack
 from consensus.messages import Entry
 from keiretsu_node.blocktrace import TRACE
 from ledger.executor import AppliedBlock, Executor
-from ledger.store import META_APPLIED, AppliedPosition, LedgerStore
+from ledger.store import AppliedPosition, LedgerStore
 from ledger.tx import SignedTx
 
 log = logging.getLogger("keiretsu.node")
@@ -46,25 +46,19 @@ def recover_dirs(data_dir: Path) -> None:
 
 
 def snapshot_chunks(store: LedgerStore) -> tuple[AppliedPosition, Iterator[bytes]]:
-    """The whole ledger database at one instant, as bounded msgpack chunks of [key, value] pairs."""
-    snap = store.db.snapshot()
-    raw = snap.get(META_APPLIED)
-    position = AppliedPosition.decode(raw) if raw is not None else store.position
+    """The whole ledger at one instant, as bounded msgpack chunks of [key, value] pairs."""
+    position, records = store.snapshot()
 
     def chunks() -> Iterator[bytes]:
-        try:
-            pairs: list[list[bytes]] = []
-            size = 0
-            with snap.iterator() as it:
-                for key, value in it:
-                    pairs.append([key, value])
-                    size += len(key) + len(value) + 8
-                    if size >= SNAPSHOT_CHUNK_BYTES:
-                        yield msgpack.packb(pairs, use_bin_type=True)
-                        pairs, size = [], 0
-            yield msgpack.packb(pairs, use_bin_type=True)
-        finally:
-            snap.close()
+        pairs: list[list[bytes]] = []
+        size = 0
+        for key, value in records:
+            pairs.append([key, value])
+            size += len(key) + len(value) + 8
+            if size >= SNAPSHOT_CHUNK_BYTES:
+                yield msgpack.packb(pairs, use_bin_type=True)
+                pairs, size = [], 0
+        yield msgpack.packb(pairs, use_bin_type=True)
 
     return position, chunks()
 
@@ -102,15 +96,13 @@ class SnapshotWriter:
     def _write_pairs(self, pairs: object) -> None:
         if not isinstance(pairs, list):
             raise SnapshotError("snapshot document is not a list of pairs")
-        with self.store.db.write_batch() as batch:
-            for key, value in pairs:
-                batch.put(bytes(key), bytes(value))
+        self.store.load_snapshot_records((bytes(key), bytes(value)) for key, value in pairs)
 
     def finish(self) -> None:
         if self._unpacker.tell() != self._fed_bytes:
             raise SnapshotError("snapshot ends inside a document")
         # Sync everything written so far before the directory swap makes it the live store.
-        self.store.db.put(b"m:snapshot-installed", b"1", sync=True)
+        self.store.finish_snapshot_load(b"m:snapshot-installed")
         self.store.close()
 
 

@@ -131,6 +131,7 @@ class Node:
             self.store.commit = TRACE.timed("ledgercommit", self.store.commit)  # type: ignore[method-assign]
         try:
             _verify_checksums(self.store.db, self.store.path)
+            self.store.verify_blocks()
             self.executor.init_genesis()
             _check_chain_head(self.store)
         except StoreError as exc:

@@ -1,7 +1,10 @@
-"""The ledger's LevelDB store: state, blocks, indexes and the applied consensus position.
+"""The ledger's store: state, indexes and the applied consensus position in LevelDB, blocks in
+a file beside it (ledger/blockfile.py) that LevelDB points into.
 
-Part of ledger/. docs/STORAGE.md documents the key layout. Every block lands in one synced
-write batch, so a crash leaves either all of a block or none of it.
+Part of ledger/. docs/STORAGE.md documents the layout. A block's record is synced to the block
+file first, then everything else it changes, its pointer included, lands in one synced write
+batch, so a crash leaves either all of a block or none of it (and at most an unnamed record at
+the file's end, cut off at the next open).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import plyvel
 from ledger import codec
 from ledger.batch import MAX_BATCH_TXS
 from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader
+from ledger.blockfile import RECORD_HEAD_BYTES, BlockFile, BlockFileError, decode_pointer
 
-STORE_FORMAT_VERSION = 1
+# 1: blocks inside LevelDB (sessions 1-7). 2: blocks in the block file; a format 1 store is
+# upgraded when it opens.
+STORE_FORMAT_VERSION = 2
 STATE_PREFIX = b"s"
 BLOCK_PREFIX = b"b"
 TX_INDEX_PREFIX = b"t"
@@ -262,11 +268,56 @@ class LedgerStore:
         fmt = self.db.get(META_FORMAT)
         if fmt is None:
             self.db.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode(), sync=True)
-        elif fmt != str(STORE_FORMAT_VERSION).encode():
+        elif fmt not in (b"1", str(STORE_FORMAT_VERSION).encode()):
             self.db.close()
             raise StoreError(f"{self.path}: store format {fmt!r}, this build reads {STORE_FORMAT_VERSION}")
+        try:
+            self.blocks = BlockFile(self.path)
+            if fmt == b"1":
+                self._upgrade_from_format_1()
+            self.blocks.repair_tail(self._last_block_end())
+        except (BlockFileError, OSError) as exc:
+            self.close()
+            raise StoreError(f"cannot open the blocks of {self.path}: {exc}") from exc
         self.state = StateOnDisk(self.db)
         self._position = self._read_position()
+        self._loaded_blocks = 0  # blocks a snapshot load has written into this store
+
+    def _last_block(self) -> tuple[int, bytes] | None:
+        """The highest height with a block, and its pointer."""
+        with self.db.iterator(prefix=BLOCK_PREFIX, reverse=True) as it:
+            for key, pointer in it:
+                return int.from_bytes(key[len(BLOCK_PREFIX):], "big"), pointer
+        return None
+
+    def _last_block_end(self) -> int:
+        last = self._last_block()
+        if last is None:
+            return 0
+        offset, length = decode_pointer(last[1])
+        return offset + RECORD_HEAD_BYTES + length
+
+    def _upgrade_from_format_1(self) -> None:
+        """Move the blocks of a format 1 store (whole, under their height keys) to the block
+        file. The pointers and the new format land in one synced batch after the file is
+        synced, so a crash before it leaves a format 1 store whose next open starts over."""
+        self.blocks.repair_tail(0)  # what an interrupted upgrade wrote
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            with self.db.iterator(prefix=BLOCK_PREFIX) as it:
+                for key, raw in it:
+                    batch.put(key, self.blocks.append(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), raw,
+                                                      sync=False))
+            self.blocks.sync()
+            batch.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode())
+
+    def verify_blocks(self) -> None:
+        """Read every block record once with its checksum (the open-time check; LevelDB's own
+        records are checked by reading them with verify_checksums)."""
+        last = self._last_block()
+        try:
+            self.blocks.verify(0 if last is None else last[0] + 1)
+        except (BlockFileError, OSError) as exc:
+            raise StoreError(f"{self.path}: damaged: {exc}") from exc
 
     def _read_position(self) -> AppliedPosition:
         raw = self.db.get(META_APPLIED)
@@ -280,6 +331,8 @@ class LedgerStore:
     def close(self) -> None:
         if not self.db.closed:
             self.db.close()
+        if hasattr(self, "blocks"):  # a store refused at open may not have got this far
+            self.blocks.close()
 
     @property
     def position(self) -> AppliedPosition:
@@ -289,12 +342,12 @@ class LedgerStore:
         return self.db.get(META_GENESIS)
 
     def block(self, height: int) -> Block | None:
-        raw = self.db.get(height_key(height))
+        raw = self.block_bytes(height)
         return Block.decode(raw) if raw is not None else None
 
     def block_header(self, height: int) -> BlockHeader | None:
         """The header alone, without decoding the block's transactions and receipts."""
-        raw = self.db.get(height_key(height))
+        raw = self.block_bytes(height)
         if raw is None:
             return None
         unpacker = msgpack.Unpacker(max_buffer_size=len(raw))
@@ -304,7 +357,15 @@ class LedgerStore:
         return BlockHeader.from_wire(unpacker.unpack())
 
     def block_bytes(self, height: int) -> bytes | None:
-        return self.db.get(height_key(height))
+        return self._block_at(height, self.db.get(height_key(height)))
+
+    def _block_at(self, height: int, pointer: bytes | None) -> bytes | None:
+        if pointer is None:
+            return None
+        try:
+            return self.blocks.read(height, pointer)
+        except (BlockFileError, OSError) as exc:
+            raise StoreError(f"{self.path}: block {height} cannot be read: {exc}") from exc
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         raw = self.db.get(TX_INDEX_PREFIX + tx_id)
@@ -333,7 +394,9 @@ class LedgerStore:
     def commit(self, writes: dict[bytes, bytes | None], block: Block | None, index_writes: dict[bytes, bytes],
                position: AppliedPosition, *, sync: bool = True,
                presence: Callable[[bytes], bool | None] | None = None) -> None:
-        """Persist a block, its state changes, indexes and the new position in ONE write batch.
+        """Persist a block, its state changes, indexes and the new position: the block's record
+        appended to the block file (synced when `sync`), then everything else, its pointer
+        included, in ONE write batch.
 
         A deletion of a key the store does not hold (an order that rested and filled within the
         block) is left out of the batch: LevelDB would keep its tombstone until a compaction finds
@@ -346,6 +409,18 @@ class LedgerStore:
         one would leave the deleted value in the store, so a caller unsure answers None or True.
         """
         self.state.sparse.will_write(writes)
+        try:
+            self._write_batch(writes, block, index_writes, position, sync, presence)
+        except BaseException:
+            # The batch may or may not have landed (an interrupt can come after the write): the
+            # block file's end follows whatever pointer LevelDB now holds.
+            self.blocks.rewind(self._last_block_end())
+            raise
+        self.state.sparse.written(writes)
+        self._position = position
+
+    def _write_batch(self, writes: dict[bytes, bytes | None], block: Block | None, index_writes: dict[bytes, bytes],
+                     position: AppliedPosition, sync: bool, presence: Callable[[bytes], bool | None] | None) -> None:
         stored = self.state.get
         with self.db.write_batch(transaction=True, sync=sync) as batch:
             put = batch.put  # bound once: ~6 writes per transaction go through here
@@ -359,12 +434,59 @@ class LedgerStore:
                 if held:
                     batch.delete(STATE_PREFIX + key)
             if block is not None:
-                put(height_key(block.height), block.encode())
+                # Synced before the batch: a pointer on disk always names a whole record.
+                put(height_key(block.height), self.blocks.append(block.height, block.encode(), sync=sync))
             for key, value in index_writes.items():
                 put(key, value)
             batch.put(META_APPLIED, position.encode())
-        self.state.sparse.written(writes)
-        self._position = position
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> tuple[AppliedPosition, Iterator[tuple[bytes, bytes]]]:
+        """The whole store at one instant as (key, value) records in key order, each block's
+        value its bytes (as format 1 kept them), so the stream does not depend on the layout.
+        Pointers read from the LevelDB snapshot stay valid while this store is open: the file
+        is only cut at open, and only past its last named record."""
+        snap = self.db.snapshot()
+        raw = snap.get(META_APPLIED)
+        position = AppliedPosition.decode(raw) if raw is not None else self.position
+
+        def records() -> Iterator[tuple[bytes, bytes]]:
+            try:
+                with snap.iterator() as it:
+                    for key, value in it:
+                        if key.startswith(BLOCK_PREFIX):
+                            block = self._block_at(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), value)
+                            assert block is not None
+                            value = block
+                        yield key, value
+            finally:
+                snap.close()
+
+        return position, records()
+
+    def load_snapshot_records(self, records: Iterator[tuple[bytes, bytes]]) -> None:
+        """Write records of another store's snapshot() into this fresh one (unsynced: call
+        finish_snapshot_load at the end). Blocks must come in height order from 0."""
+        with self.db.write_batch() as batch:
+            for key, value in records:
+                if not key.startswith(BLOCK_PREFIX):
+                    batch.put(key, value)
+                    continue
+                height = int.from_bytes(key[len(BLOCK_PREFIX):], "big")
+                if len(key) != len(BLOCK_PREFIX) + 8 or height != self._loaded_blocks:
+                    raise StoreError(f"snapshot block key {key.hex()} out of order (expected height "
+                                     f"{self._loaded_blocks})")
+                try:
+                    batch.put(key, self.blocks.append(height, value, sync=False))
+                except BlockFileError as exc:
+                    raise StoreError(str(exc)) from exc
+                self._loaded_blocks += 1
+
+    def finish_snapshot_load(self, marker: bytes) -> None:
+        """Sync the loaded blocks, then everything else with one synced write of `marker`."""
+        self.blocks.sync()
+        self.db.put(marker, b"1", sync=True)
 
     def set_genesis_hash(self, genesis_hash: bytes) -> None:
         self.db.put(META_GENESIS, genesis_hash, sync=True)

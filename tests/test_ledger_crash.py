@@ -137,6 +137,7 @@ def check_resumable(data_dir: Path, positions: list[AppliedPosition]) -> int:
     """The store is at a block boundary of the replay, every block below it is there, none above."""
     store = LedgerStore(data_dir)
     try:
+        store.verify_blocks()  # every record whole, in order, and none past the last block
         position = store.position
         if position.height < 0:
             return -1  # killed before genesis was written: nothing committed yet

@@ -38,6 +38,7 @@ def test_a_snapshot_installs_the_whole_ledger_and_the_follower_goes_on_from_it(t
     follower.install_snapshot(index, term, iter(list(chunks)))
     store = follower_exec.store
     assert store.position == leader_exec.store.position
+    store.verify_blocks()
     for h in range(store.position.height + 1):
         assert store.block(h).hash() == leader_exec.store.block(h).hash()
     pay = box.call(a, "cash", "transfer", {"currency": "MXN", "to": b.address, "amount": 1}, nonce=99)
