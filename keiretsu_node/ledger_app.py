@@ -18,8 +18,9 @@ import msgpack
 
 from consensus.messages import Entry
 from keiretsu_node.blocktrace import TRACE
+from ledger.blockfile import fsync_directory
 from ledger.executor import AppliedBlock, Executor
-from ledger.store import AppliedPosition, LedgerStore
+from ledger.store import AppliedPosition, LedgerStore, StoreError
 from ledger.tx import SignedTx
 
 log = logging.getLogger("keiretsu.node")
@@ -39,6 +40,7 @@ def recover_dirs(data_dir: Path) -> None:
     ledger, incoming, old = data_dir / LEDGER_DIR, data_dir / INCOMING_DIR, data_dir / OLD_DIR
     if not ledger.exists() and incoming.exists():
         incoming.rename(ledger)  # the crash came between the two renames: the new store is whole
+        fsync_directory(data_dir)
     if incoming.exists():
         shutil.rmtree(incoming)  # an install that never completed
     if old.exists():
@@ -102,7 +104,7 @@ class SnapshotWriter:
         if self._unpacker.tell() != self._fed_bytes:
             raise SnapshotError("snapshot ends inside a document")
         # Sync everything written so far before the directory swap makes it the live store.
-        self.store.finish_snapshot_load(b"m:snapshot-installed")
+        self.store.finish_snapshot_load()
         self.store.close()
 
 
@@ -177,15 +179,23 @@ class LedgerApp:
         except BaseException:
             writer.store.close()  # the incoming directory is removed by the next attempt
             raise
-        incoming = LedgerStore(writer.path)
-        position = incoming.position
-        incoming.close()
+        try:
+            incoming = LedgerStore(writer.path)
+            try:
+                incoming.verify_blocks()
+                position = incoming.position
+            finally:
+                incoming.close()
+        except StoreError as exc:
+            raise SnapshotError(f"the installed snapshot does not open: {exc}") from exc
         if position.raft_index != index:
             raise SnapshotError(f"snapshot claims index {index} but holds {position.raft_index}")
         self.store.close()
         ledger, old = self.data_dir / LEDGER_DIR, self.data_dir / OLD_DIR
         ledger.rename(old)
         writer.path.rename(ledger)
+        # The swap must survive a power cut: consensus compacts its log to the snapshot next.
+        fsync_directory(self.data_dir)
         shutil.rmtree(old)
         store = LedgerStore(ledger)
         self.executor.replace_store(store)

@@ -20,12 +20,14 @@ import os
 import zlib
 from pathlib import Path
 
+from ledger.block import MAX_BLOCK_BYTES
+
 BLOCK_FILE_NAME = "blocks.seg"  # LevelDB leaves alone the files whose names it does not own
 RECORD_HEAD_BYTES = 16
 POINTER_BYTES = 12
-# A block holds at most MAX_BATCH_TXS transactions of at most MAX_TX_BYTES each, plus receipts;
-# a length past this in a head or a pointer is damage, not a block.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
+# The most a block may hold and still be decoded (ledger/block.py), so any block this build can
+# read fits; a length past it in a head or a pointer is damage, not a block.
+MAX_RECORD_BYTES = MAX_BLOCK_BYTES
 
 
 class BlockFileError(RuntimeError):
@@ -52,14 +54,21 @@ class BlockFile:
     """Append and read block records. One writer (the executor's thread); readers on any thread
     (positional reads share no file offset)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, create: bool) -> None:
+        """`create`: make the file if it is missing (a store that names no block yet); otherwise a
+        missing file is an error, and the damaged directory is left as it was."""
         self.path = directory / BLOCK_FILE_NAME
-        created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if created:  # the file's name must survive a power cut as well as its bytes
-            _fsync_directory(directory)
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError as exc:
+            raise BlockFileError(f"{self.path} is missing") from exc
+        # The file's name must survive a power cut as well as its bytes: synced at every open, so
+        # a crash between creating it and this sync is made good by the next open.
+        fsync_directory(directory)
         self._end = os.fstat(self._fd).st_size  # where the next record goes
         self._closed = False
+        self._broken = ""  # why appends are refused, after a failure left the end unknown
 
     @property
     def end(self) -> int:
@@ -68,11 +77,14 @@ class BlockFile:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            os.close(self._fd)
+            fd, self._fd = self._fd, -1  # a late reader gets EBADF, never a reused descriptor
+            os.close(fd)
 
     def append(self, height: int, block: bytes, *, sync: bool) -> bytes:
         """Write a record at the end, synced if asked; return its pointer for LevelDB. A failed
         write leaves the end where it was, so the next record overwrites what it left."""
+        if self._closed or self._broken:
+            raise BlockFileError(f"{self.path} takes no more records: {self._broken or 'closed'}")
         if len(block) > MAX_RECORD_BYTES:
             raise BlockFileError(f"block {height} is {len(block)} bytes, over {MAX_RECORD_BYTES}")
         record = _head(height, block) + block
@@ -93,13 +105,17 @@ class BlockFile:
         landed: the next record then overwrites an unnamed one rather than following it."""
         self._end = end
 
+    def refuse_appends(self, reason: str) -> None:
+        """After a failure that left the end unknown: an append now could leave a gap."""
+        self._broken = reason
+
     def read(self, height: int, pointer: bytes) -> bytes:
         """The block a pointer names, checked against its head."""
         if self._closed:
             raise BlockFileError(f"{self.path} is closed")
         offset, length = decode_pointer(pointer)
-        if length > MAX_RECORD_BYTES:
-            raise BlockFileError(f"{self.path}: block {height} has a pointer of {length} bytes")
+        if length > MAX_RECORD_BYTES or offset + RECORD_HEAD_BYTES + length > self._end:
+            raise BlockFileError(f"{self.path}: block {height} has a pointer past the file's end")
         record = os.pread(self._fd, RECORD_HEAD_BYTES + length, offset)
         if len(record) != RECORD_HEAD_BYTES + length:
             raise BlockFileError(f"{self.path}: block {height} ends past the end of the file")
@@ -139,7 +155,7 @@ class BlockFile:
             raise BlockFileError(f"{self.path} holds {height} blocks, the ledger {heights}")
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

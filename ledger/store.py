@@ -33,6 +33,10 @@ HISTORY_PREFIX = b"h"
 META_APPLIED = b"m:applied"
 META_FORMAT = b"m:format"
 META_GENESIS = b"m:genesis"
+META_SNAPSHOT_INSTALLED = b"m:snapshot-installed"
+# Keys that describe this store's files rather than the ledger: never sent in a snapshot, and
+# ignored if a sender sends them (a format 1 sender's "1" would make this store upgrade again).
+LOCAL_META_KEYS = frozenset({META_FORMAT, META_SNAPSHOT_INSTALLED})
 MAX_HISTORY_PAGE = 1000
 HISTORY_TX = 0
 HISTORY_SYSTEM = 1
@@ -265,20 +269,26 @@ class LedgerStore:
                                 compression=TABLE_COMPRESSION)
         except plyvel.Error as exc:
             raise StoreError(f"cannot open ledger store at {self.path}: {exc}") from exc
+        try:
+            self._open_rest()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (BlockFileError, OSError, plyvel.Error)):
+                raise StoreError(f"cannot open the ledger store at {self.path}: {exc}") from exc
+            raise
+
+    def _open_rest(self) -> None:
+        """Everything after LevelDB's open: format, block file, position. LevelDB's last block is
+        read first, so a store that names blocks does not get an empty file made for it."""
         fmt = self.db.get(META_FORMAT)
         if fmt is None:
             self.db.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode(), sync=True)
         elif fmt not in (b"1", str(STORE_FORMAT_VERSION).encode()):
-            self.db.close()
             raise StoreError(f"{self.path}: store format {fmt!r}, this build reads {STORE_FORMAT_VERSION}")
-        try:
-            self.blocks = BlockFile(self.path)
-            if fmt == b"1":
-                self._upgrade_from_format_1()
-            self.blocks.repair_tail(self._last_block_end())
-        except (BlockFileError, OSError) as exc:
-            self.close()
-            raise StoreError(f"cannot open the blocks of {self.path}: {exc}") from exc
+        self.blocks = BlockFile(self.path, create=fmt == b"1" or self._last_block() is None)
+        if fmt == b"1":
+            self._upgrade_from_format_1()
+        self.blocks.repair_tail(self._last_block_end())
         self.state = StateOnDisk(self.db)
         self._position = self._read_position()
         self._loaded_blocks = 0  # blocks a snapshot load has written into this store
@@ -303,7 +313,9 @@ class LedgerStore:
         synced, so a crash before it leaves a format 1 store whose next open starts over."""
         self.blocks.repair_tail(0)  # what an interrupted upgrade wrote
         with self.db.write_batch(transaction=True, sync=True) as batch:
-            with self.db.iterator(prefix=BLOCK_PREFIX) as it:
+            # Checked as read: the copies are overwritten by the batch, so damage found later
+            # could not be told from what the upgrade wrote.
+            with self.db.iterator(prefix=BLOCK_PREFIX, verify_checksums=True) as it:
                 for key, raw in it:
                     batch.put(key, self.blocks.append(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), raw,
                                                       sync=False))
@@ -331,7 +343,7 @@ class LedgerStore:
     def close(self) -> None:
         if not self.db.closed:
             self.db.close()
-        if hasattr(self, "blocks"):  # a store refused at open may not have got this far
+        if getattr(self, "blocks", None) is not None:  # a store refused at open may not have one
             self.blocks.close()
 
     @property
@@ -411,11 +423,15 @@ class LedgerStore:
         self.state.sparse.will_write(writes)
         try:
             self._write_batch(writes, block, index_writes, position, sync, presence)
-        except BaseException:
+        except BaseException as failure:
             # The batch may or may not have landed (an interrupt can come after the write): the
-            # block file's end follows whatever pointer LevelDB now holds.
-            self.blocks.rewind(self._last_block_end())
-            raise
+            # block file's end follows whatever pointer LevelDB now holds. If that cannot be
+            # read, no more records: the next one could leave a gap or overwrite a named one.
+            try:
+                self.blocks.rewind(self._last_block_end())
+            except Exception as exc:
+                self.blocks.refuse_appends(f"after a failed commit its end is unknown ({exc})")
+            raise failure
         self.state.sparse.written(writes)
         self._position = position
 
@@ -443,8 +459,9 @@ class LedgerStore:
     # ------------------------------------------------------------ snapshots
 
     def snapshot(self) -> tuple[AppliedPosition, Iterator[tuple[bytes, bytes]]]:
-        """The whole store at one instant as (key, value) records in key order, each block's
-        value its bytes (as format 1 kept them), so the stream does not depend on the layout.
+        """The whole ledger at one instant as (key, value) records in key order, each block's
+        value its bytes (as format 1 kept them), so the stream does not depend on the layout,
+        and without LOCAL_META_KEYS.
         Pointers read from the LevelDB snapshot stay valid while this store is open: the file
         is only cut at open, and only past its last named record."""
         snap = self.db.snapshot()
@@ -455,6 +472,8 @@ class LedgerStore:
             try:
                 with snap.iterator() as it:
                     for key, value in it:
+                        if key in LOCAL_META_KEYS:
+                            continue
                         if key.startswith(BLOCK_PREFIX):
                             block = self._block_at(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), value)
                             assert block is not None
@@ -470,6 +489,8 @@ class LedgerStore:
         finish_snapshot_load at the end). Blocks must come in height order from 0."""
         with self.db.write_batch() as batch:
             for key, value in records:
+                if key in LOCAL_META_KEYS:
+                    continue  # a sender of another build may send its own: this store keeps its
                 if not key.startswith(BLOCK_PREFIX):
                     batch.put(key, value)
                     continue
@@ -483,10 +504,10 @@ class LedgerStore:
                     raise StoreError(str(exc)) from exc
                 self._loaded_blocks += 1
 
-    def finish_snapshot_load(self, marker: bytes) -> None:
-        """Sync the loaded blocks, then everything else with one synced write of `marker`."""
+    def finish_snapshot_load(self) -> None:
+        """Sync the loaded blocks, then everything else with one synced write of a marker."""
         self.blocks.sync()
-        self.db.put(marker, b"1", sync=True)
+        self.db.put(META_SNAPSHOT_INSTALLED, b"1", sync=True)
 
     def set_genesis_hash(self, genesis_hash: bytes) -> None:
         self.db.put(META_GENESIS, genesis_hash, sync=True)

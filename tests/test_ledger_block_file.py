@@ -13,12 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import plyvel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.registry import default_registry
-from ledger.blockfile import BLOCK_FILE_NAME, POINTER_BYTES, RECORD_HEAD_BYTES
+from ledger.blockfile import BLOCK_FILE_NAME, POINTER_BYTES, RECORD_HEAD_BYTES, BlockFile, BlockFileError
 from ledger.executor import Executor
 from ledger.sandbox import SANDBOX_CURRENCY as EUR
 from ledger.sandbox import make_sandbox
@@ -153,17 +154,22 @@ def test_a_crash_after_the_record_is_synced_but_before_its_batch_leaves_the_bloc
     _finish_and_compare(path, reference)
 
 
-class _BatchNotingDB:
-    """The store's LevelDB handle, noting in `events` when a write batch is written."""
+class _NotingDB:
+    """A LevelDB handle noting in `events` each synced write (a batch when it is written, a put),
+    and optionally failing a batch after it was written, as an interrupt just after could."""
 
-    def __init__(self, db: object, events: list[str]) -> None:
-        self._db, self._events = db, events
+    def __init__(self, db: object, events: list[str], *, fail_after_batch: bool = False) -> None:
+        self.inner, self._events, self.fail_after_batch = db, events, fail_after_batch
 
     def __getattr__(self, name: str) -> object:
-        return getattr(self._db, name)
+        return getattr(self.inner, name)
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        self.inner.put(key, value, sync=sync)
+        self._events.append(f"put sync={sync}")
 
     def write_batch(self, **options: object):  # type: ignore[no-untyped-def]
-        inner, events = self._db.write_batch(**options), self._events
+        inner, events, outer = self.inner.write_batch(**options), self._events, self
 
         class Noting:
             def __enter__(self):  # type: ignore[no-untyped-def]
@@ -172,29 +178,72 @@ class _BatchNotingDB:
             def __exit__(self, *exc: object) -> object:
                 out = inner.__exit__(*exc)
                 events.append(f"batch sync={options.get('sync')}")
+                if outer.fail_after_batch and exc[0] is None:
+                    raise Crash
                 return out
 
         return Noting()
 
 
-def test_a_blocks_record_is_synced_before_the_batch_that_names_it(base: Path, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The order that makes a pointer on disk always name a whole record, after a power cut."""
-    store, executor = _open(_copy(base, tmp_path / "ledger"))
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Events list noting each fdatasync of the block file (not of any other file)."""
     events: list[str] = []
     real_fdatasync = os.fdatasync
 
     def noting_fdatasync(fd: int) -> None:
         real_fdatasync(fd)
-        events.append("record synced")
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(BLOCK_FILE_NAME):
+            events.append("records synced")
 
     monkeypatch.setattr("ledger.blockfile.os.fdatasync", noting_fdatasync)
-    store.db = _BatchNotingDB(store.db, events)  # type: ignore[assignment]
+    return events
+
+
+def test_a_blocks_record_is_synced_before_the_batch_that_names_it(base: Path, tmp_path: Path,
+                                                                 synced: list[str]) -> None:
+    """The order that makes a pointer on disk always name a whole record, after a power cut."""
+    store, executor = _open(_copy(base, tmp_path / "ledger"))
+    store.db = _NotingDB(store.db, synced)  # type: ignore[assignment]
     try:
         _apply(executor, BLOCKS + 1, BLOCKS + 1)
-        assert events == ["record synced", "batch sync=True"]
+        assert synced == ["records synced", "batch sync=True"]
     finally:
-        store.db = store.db._db  # type: ignore[attr-defined]
+        store.db = store.db.inner  # type: ignore[attr-defined]
+        store.close()
+
+
+def test_a_batch_that_landed_before_a_failure_keeps_its_record(base: Path, tmp_path: Path,
+                                                               reference: dict[str, object]) -> None:
+    """The end after a failed commit follows LevelDB: a record its batch named is not overwritten."""
+    path = _copy(base, tmp_path / "ledger")
+    store, executor = _open(path)
+    store.db = _NotingDB(store.db, [], fail_after_batch=True)  # type: ignore[assignment]
+    with pytest.raises(Crash):
+        _apply(executor, BLOCKS + 1, BLOCKS + 1)
+    store.db = store.db.inner  # type: ignore[attr-defined]
+    assert store.blocks.end == _record_end(store) == os.path.getsize(path / BLOCK_FILE_NAME)
+    assert store.block(BLOCKS + 1) is not None
+    store.close()
+    _finish_and_compare(path, reference)
+
+
+def test_a_failed_commit_whose_end_cannot_be_read_refuses_more_records(base: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store, executor = _open(_copy(base, tmp_path / "ledger"))
+    try:
+        store.db = _NotingDB(store.db, [], fail_after_batch=True)  # type: ignore[assignment]
+
+        def unreadable() -> int:
+            raise RuntimeError("LevelDB is gone")
+
+        monkeypatch.setattr(store, "_last_block_end", unreadable)
+        with pytest.raises(Crash):  # the commit's own failure, not the rewind's
+            _apply(executor, BLOCKS + 1, BLOCKS + 1)
+        with pytest.raises(BlockFileError, match="end is unknown"):
+            store.blocks.append(BLOCKS + 2, b"x", sync=False)
+    finally:
+        store.db = store.db.inner  # type: ignore[attr-defined]
         store.close()
 
 
@@ -250,6 +299,8 @@ def test_a_damaged_record_is_refused_at_the_check_and_at_a_read(base: Path, tmp_
         with pytest.raises(StoreError, match="block 3"):
             store.block(3)
         assert store.block(2) is not None
+        with pytest.raises(StoreError, match="block 4"):  # a pointer to another height's record
+            store._block_at(4, store.db.get(BLOCK_PREFIX + (2).to_bytes(8, "big")))
     finally:
         store.close()
 
@@ -263,6 +314,7 @@ def test_a_block_file_missing_acknowledged_blocks_is_refused_at_open(base: Path,
         os.truncate(path / BLOCK_FILE_NAME, os.path.getsize(path / BLOCK_FILE_NAME) - 1)
     with pytest.raises(StoreError, match="blocks"):
         LedgerStore(path)
+    assert (cut == "deleted") != (path / BLOCK_FILE_NAME).exists()  # refused as found, not repaired
 
 
 def _as_format_1(path: Path) -> list[bytes]:
@@ -297,6 +349,86 @@ def test_a_format_1_store_is_upgraded_when_it_opens(base: Path, tmp_path: Path, 
     _finish_and_compare(path, reference)
 
 
+def test_an_upgrade_that_fails_half_way_is_started_over(base: Path, tmp_path: Path,
+                                                         reference: dict[str, object],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _copy(base, tmp_path / "ledger")
+    blocks = _as_format_1(path)
+    real_append = BlockFile.append
+    calls = []
+
+    def append_until_the_third(self, height, block, *, sync):  # type: ignore[no-untyped-def]
+        calls.append(height)
+        if len(calls) == 3:
+            raise Crash  # as a full disk or a kill would, after two records went in
+        return real_append(self, height, block, sync=sync)
+
+    monkeypatch.setattr(BlockFile, "append", append_until_the_third)
+    with pytest.raises(Crash):
+        LedgerStore(path)
+    monkeypatch.setattr(BlockFile, "append", real_append)
+    raw = plyvel.DB(str(path))
+    try:
+        assert raw.get(META_FORMAT) == b"1"  # nothing of the upgrade's batch landed
+        assert [raw.get(BLOCK_PREFIX + h.to_bytes(8, "big")) for h in range(len(blocks))] == blocks
+    finally:
+        raw.close()
+    store = LedgerStore(path)
+    try:
+        assert [store.block_bytes(h) for h in range(len(blocks))] == blocks
+        store.verify_blocks()
+    finally:
+        store.close()
+    _finish_and_compare(path, reference)
+
+
+def test_an_upgrade_syncs_the_records_before_the_batch_that_names_them(base: Path, tmp_path: Path,
+                                                                        synced: list[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _copy(base, tmp_path / "ledger")
+    _as_format_1(path)
+    real_db = plyvel.DB
+    monkeypatch.setattr("ledger.store.plyvel.DB", lambda *a, **k: _NotingDB(real_db(*a, **k), synced))
+    LedgerStore(path).close()
+    assert synced == ["records synced", "batch sync=True"]
+
+
+def test_a_snapshot_load_syncs_the_records_before_its_last_write(base: Path, tmp_path: Path,
+                                                                synced: list[str]) -> None:
+    source = LedgerStore(_copy(base, tmp_path / "source"))
+    target = LedgerStore(tmp_path / "target")
+    target.db = _NotingDB(target.db, synced)  # type: ignore[assignment]
+    try:
+        target.load_snapshot_records(source.snapshot()[1])
+        target.finish_snapshot_load()
+        assert synced == ["batch sync=None", "records synced", "put sync=True"]
+    finally:
+        target.db = target.db.inner  # type: ignore[attr-defined]
+        target.close()
+        source.close()
+
+
+def test_a_snapshot_carries_no_store_format_and_ignores_a_senders(base: Path, tmp_path: Path) -> None:
+    """A format 1 sender streams its "1": taken, it would make the new store upgrade its pointers."""
+    source = LedgerStore(_copy(base, tmp_path / "source"))
+    try:
+        records = list(source.snapshot()[1])
+        assert META_FORMAT not in dict(records)
+        target = LedgerStore(tmp_path / "target")
+        target.load_snapshot_records(iter([(META_FORMAT, b"1"), *records]))
+        target.finish_snapshot_load()
+        target.close()
+        target = LedgerStore(tmp_path / "target")
+        try:
+            assert target.db.get(META_FORMAT) == b"2"
+            assert [target.block_bytes(h) for h in range(BLOCKS + 1)] == \
+                [source.block_bytes(h) for h in range(BLOCKS + 1)]
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
 def test_a_snapshot_carries_whole_blocks_and_loads_them_in_order(base: Path, tmp_path: Path) -> None:
     source = LedgerStore(_copy(base, tmp_path / "source"))
     try:
@@ -307,7 +439,7 @@ def test_a_snapshot_carries_whole_blocks_and_loads_them_in_order(base: Path, tmp
             [source.block_bytes(h) for h in range(BLOCKS + 1)]
         target = LedgerStore(tmp_path / "target")
         target.load_snapshot_records(iter(records))
-        target.finish_snapshot_load(b"m:loaded")
+        target.finish_snapshot_load()
         target.close()
         target = LedgerStore(tmp_path / "target")
         target.verify_blocks()
