@@ -1,6 +1,6 @@
 """The ledger's blocks, appended to one file beside LevelDB, which keeps a pointer to each.
 
-Part of ledger/. docs/STORAGE.md ("Blocks live outside LevelDB") says why: blocks were 86% of
+Part of ledger/. docs/STORAGE.md ("The block file") says why: blocks were 86% of
 the bytes LevelDB wrote and rewrote in compaction, though nothing but a height ever looks them
 up. Here a block is written once, in height order, and read back by position.
 
@@ -51,8 +51,9 @@ def _head(height: int, block: bytes) -> bytes:
 
 
 class BlockFile:
-    """Append and read block records. One writer (the executor's thread); readers on any thread
-    (positional reads share no file offset)."""
+    """Append and read block records. One writer at a time (the executor's thread, or the format
+    upgrade or a snapshot load before the store is in use); readers on any thread (positional
+    reads share no file offset)."""
 
     def __init__(self, directory: Path, *, create: bool) -> None:
         """`create`: make the file if it is missing (a store that names no block yet); otherwise a
@@ -77,7 +78,7 @@ class BlockFile:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            fd, self._fd = self._fd, -1  # a late reader gets EBADF, never a reused descriptor
+            fd, self._fd = self._fd, -1  # a later read gets EBADF, not a number another open reuses
             os.close(fd)
 
     def append(self, height: int, block: bytes, *, sync: bool) -> bytes:
