@@ -94,12 +94,12 @@ class BlockFile:
         while written < len(record):  # a regular file writes all or raises, but say so
             written += os.pwrite(self._fd, memoryview(record)[written:], offset + written)
         if sync:
-            os.fdatasync(self._fd)
+            sync_data(self._fd)
         self._end = offset + len(record)
         return encode_pointer(offset, len(block))
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        sync_data(self._fd)
 
     def rewind(self, end: int) -> None:
         """Put the end back to where the last named record ends, after a batch that may not have
@@ -154,6 +154,12 @@ class BlockFile:
             height += 1
         if height != heights:
             raise BlockFileError(f"{self.path} holds {height} blocks, the ledger {heights}")
+
+
+def sync_data(fd: int) -> None:
+    """A file's bytes and size on disk: fdatasync where the platform has it (not macOS), else
+    fsync."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def fsync_directory(directory: Path) -> None:

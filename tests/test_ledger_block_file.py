@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.registry import default_registry
+from ledger import blockfile
 from ledger.blockfile import BLOCK_FILE_NAME, POINTER_BYTES, RECORD_HEAD_BYTES, BlockFile, BlockFileError
 from ledger.executor import Executor
 from ledger.sandbox import SANDBOX_CURRENCY as EUR
@@ -186,17 +187,18 @@ class _NotingDB:
 
 
 @pytest.fixture
-def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Events list noting each fdatasync of the block file (not of any other file)."""
+def synced(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Events list noting each data sync of a block file under tmp_path (not of any other file)."""
     events: list[str] = []
-    real_fdatasync = os.fdatasync
+    real_sync = blockfile.sync_data
 
-    def noting_fdatasync(fd: int) -> None:
-        real_fdatasync(fd)
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(BLOCK_FILE_NAME):
+    def noting_sync(fd: int) -> None:
+        real_sync(fd)
+        synced_file = os.fstat(fd)
+        if any(os.path.samestat(synced_file, os.stat(f)) for f in tmp_path.rglob(BLOCK_FILE_NAME)):
             events.append("records synced")
 
-    monkeypatch.setattr("ledger.blockfile.os.fdatasync", noting_fdatasync)
+    monkeypatch.setattr(blockfile, "sync_data", noting_sync)
     return events
 
 
