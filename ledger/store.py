@@ -101,6 +101,11 @@ def height_key(height: int) -> bytes:
     return BLOCK_PREFIX + height.to_bytes(8, "big")
 
 
+def key_height(key: bytes) -> int:
+    """The height a block key (height_key's) names."""
+    return int.from_bytes(key[len(BLOCK_PREFIX):], "big")
+
+
 def history_prefix(subject: str) -> bytes:
     return HISTORY_PREFIX + subject.encode("utf-8") + b"\x00"
 
@@ -297,7 +302,7 @@ class LedgerStore:
         """The highest height with a block, and its pointer."""
         with self.db.iterator(prefix=BLOCK_PREFIX, reverse=True) as it:
             for key, pointer in it:
-                return int.from_bytes(key[len(BLOCK_PREFIX):], "big"), pointer
+                return key_height(key), pointer
         return None
 
     def _last_block_end(self) -> int:
@@ -317,8 +322,7 @@ class LedgerStore:
             # could not be told from what the upgrade wrote.
             with self.db.iterator(prefix=BLOCK_PREFIX, verify_checksums=True) as it:
                 for key, raw in it:
-                    batch.put(key, self.blocks.append(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), raw,
-                                                      sync=False))
+                    batch.put(key, self.blocks.append(key_height(key), raw, sync=False))
             self.blocks.sync()
             batch.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode())
 
@@ -475,7 +479,7 @@ class LedgerStore:
                         if key in LOCAL_META_KEYS:
                             continue
                         if key.startswith(BLOCK_PREFIX):
-                            block = self._block_at(int.from_bytes(key[len(BLOCK_PREFIX):], "big"), value)
+                            block = self._block_at(key_height(key), value)
                             assert block is not None
                             value = block
                         yield key, value
@@ -494,7 +498,7 @@ class LedgerStore:
                 if not key.startswith(BLOCK_PREFIX):
                     batch.put(key, value)
                     continue
-                height = int.from_bytes(key[len(BLOCK_PREFIX):], "big")
+                height = key_height(key)
                 if len(key) != len(BLOCK_PREFIX) + 8 or height != self._loaded_blocks:
                     raise StoreError(f"snapshot block key {key.hex()} out of order (expected height "
                                      f"{self._loaded_blocks})")
