@@ -11,8 +11,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from consensus.raft import MAX_ENTRY_BYTES
+
 MAX_NODES = 15
 MAX_BATCH_TXS_LIMIT = 10_000
+# A batch is one Raft entry: its transactions (at most batching.preferred_bytes of them, or a
+# single one), each framed in at most 5 bytes, and a header. Past this bound the entry could
+# exceed MAX_ENTRY_BYTES, and Raft would refuse every proposal of it, which the leader retries.
+MAX_PREFERRED_BATCH_BYTES = MAX_ENTRY_BYTES - 5 * MAX_BATCH_TXS_LIMIT - 1024
 
 
 class ConfigError(ValueError):
@@ -125,6 +131,9 @@ def _section(cls: type, raw: Any, where: str) -> Any:
 def _validate_limits(batching: BatchingConfig, mempool: MempoolConfig, consensus: ConsensusConfig) -> None:
     if batching.max_txs > MAX_BATCH_TXS_LIMIT:
         raise ConfigError(f"batching.max_txs must be at most {MAX_BATCH_TXS_LIMIT}")
+    if batching.preferred_bytes > MAX_PREFERRED_BATCH_BYTES:
+        raise ConfigError(f"batching.preferred_bytes must be at most {MAX_PREFERRED_BATCH_BYTES} "
+                          f"(a batch is one consensus entry, at most {MAX_ENTRY_BYTES} bytes)")
     if mempool.max_txs < batching.max_txs:
         raise ConfigError("mempool.max_txs must be at least batching.max_txs")
     if consensus.election_ticks <= 2 * consensus.heartbeat_ticks:
