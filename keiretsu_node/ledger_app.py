@@ -18,6 +18,7 @@ import msgpack
 
 from consensus.messages import Entry
 from keiretsu_node.blocktrace import TRACE
+from ledger.block import MAX_BLOCK_BYTES
 from ledger.blockfile import fsync_directory
 from ledger.executor import AppliedBlock, Executor
 from ledger.store import AppliedPosition, LedgerStore, StoreError
@@ -25,7 +26,11 @@ from ledger.tx import SignedTx
 
 log = logging.getLogger("keiretsu.node")
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
-MAX_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024
+# A document holds [key, value] pairs up to SNAPSHOT_CHUNK_BYTES, or one larger record alone.
+# The largest record is a block with its receipts, which the ledger stores up to MAX_BLOCK_BYTES
+# (a batch is at most 8 MiB, but a transaction may emit 10,000 events): a follower must accept
+# any block the ledger holds, or a snapshot carrying it could never be installed.
+MAX_SNAPSHOT_DOCUMENT_BYTES = MAX_BLOCK_BYTES + 1024 * 1024
 LEDGER_DIR = "ledger"
 INCOMING_DIR = "ledger.incoming"
 OLD_DIR = "ledger.old"
@@ -79,9 +84,10 @@ class SnapshotWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.store = LedgerStore(self.path)
-        # max_buffer_size bounds one document (and so memory) whatever a peer sends.
-        self._unpacker = msgpack.Unpacker(raw=True, max_buffer_size=MAX_SNAPSHOT_CHUNK_BYTES,
-                                          max_bin_len=MAX_SNAPSHOT_CHUNK_BYTES)
+        # max_buffer_size bounds one document (and so memory) whatever a peer sends; the buffer
+        # grows with what arrives, so a document of 1 MiB costs 1 MiB, not the bound.
+        self._unpacker = msgpack.Unpacker(raw=True, max_buffer_size=MAX_SNAPSHOT_DOCUMENT_BYTES,
+                                          max_bin_len=MAX_SNAPSHOT_DOCUMENT_BYTES)
         self._fed_bytes = 0
 
     def write(self, data: bytes) -> None:

@@ -8,9 +8,13 @@ import pytest
 
 from contracts.registry import default_registry
 from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, SnapshotError, recover_dirs
+from ledger.block import Block, BlockHeader, results_root
 from ledger.executor import Executor
+from ledger.merkle import merkle_root
 from ledger.sandbox import make_sandbox
-from ledger.store import LedgerStore
+from ledger.store import AppliedPosition, LedgerStore
+
+MIB = 1024 * 1024
 
 
 def _node_ledger(data_dir: Path, genesis) -> tuple[LedgerApp, Executor]:  # type: ignore[no-untyped-def]
@@ -46,6 +50,29 @@ def test_a_snapshot_installs_the_whole_ledger_and_the_follower_goes_on_from_it(t
     assert follower_exec.apply(batch, 40, 1).block.hash() == leader_exec.apply(batch, 40, 1).block.hash()
     assert not (tmp_path / "follower" / "ledger.old").exists()
     assert not (tmp_path / "follower" / "ledger.incoming").exists()
+
+
+def test_a_block_larger_than_a_snapshot_document_still_travels(tmp_path: Path) -> None:
+    """A block with its receipts may be far larger than a batch (a transaction may emit 10,000
+    events); a follower that needs a snapshot must be able to install every block the ledger
+    holds, or it can never catch up."""
+    box = make_sandbox(holders=1)
+    leader, leader_exec = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, follower_exec = _node_ledger(tmp_path / "follower", box.genesis)
+    store = leader_exec.store
+    before = store.position
+    raws = tuple(bytes([i]) * MIB for i in range(12))  # stands for 12 MiB of transactions and receipts
+    time_ms = box.genesis.genesis_time_ms + 1
+    header = BlockHeader(box.chain_id, 1, before.block_hash, time_ms, merkle_root(list(raws)),
+                         results_root((), ()), before.state_hash, 1, 1)
+    big = Block(header, raws, (), ())
+    store.commit({}, big, {}, AppliedPosition(1, 1, 1, big.hash(), before.state_hash, time_ms), sync=False)
+    index, term, chunks = leader.snapshot()
+    follower.install_snapshot(index, term, chunks)
+    installed = follower_exec.store
+    installed.verify_blocks()
+    assert installed.position == store.position
+    assert installed.block(1).txs == raws
 
 
 def test_a_crash_between_the_two_renames_of_an_install_is_finished_at_start(tmp_path: Path) -> None:
