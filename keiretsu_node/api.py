@@ -45,8 +45,17 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
     return web.json_response(body, status=status, content_type="application/problem+json", headers=headers)
 
 
+# Routes that read nothing of the ledger's database (a node's position is held in memory).
+LEDGER_FREE_PATHS = frozenset({"/v1/status", "/v1/events", "/v1/openapi.json", "/healthz", "/healthz/ready",
+                               "/metrics"})
+LEDGER_REPLACING_DETAIL = "this node is replacing its ledger with a snapshot from the cluster; retry"
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app.get(NODE_KEY)
+    if node is not None and node.ledger_replacing and request.path not in LEDGER_FREE_PATHS:
+        return problem(503, "NOT_READY", LEDGER_REPLACING_DETAIL, {"Retry-After": "1"})
     try:
         return await handler(request)
     except ApiProblem as exc:
@@ -61,6 +70,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             return problem(404, "NOT_FOUND", f"no route {request.method} {request.path}")
         if exc.status == 405:
             return problem(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.path}")
+        raise
+    except Exception:
+        # A request that began before a snapshot install and read after it closed the store.
+        if node is not None and node.ledger_replacing:
+            return problem(503, "NOT_READY", LEDGER_REPLACING_DETAIL, {"Retry-After": "1"})
         raise
 
 

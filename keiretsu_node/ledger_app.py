@@ -8,6 +8,7 @@ hands each applied block back to the node on the loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import shutil
 import time
@@ -132,14 +133,18 @@ class LedgerApp:
     def __init__(self, executor: Executor, data_dir: Path,
                  on_block: Callable[[AppliedBlock | None, int, float], None],
                  on_store_replaced: Callable[[LedgerStore], None],
-                 decoded: Callable[[bytes], SignedTx | None] | None = None) -> None:
+                 decoded: Callable[[bytes], SignedTx | None] | None = None,
+                 on_store_closing: Callable[[], None] | None = None) -> None:
         """`decoded`: transactions this node already decoded, by their bytes (the mempool's),
-        so the executor does not decode them a second time."""
+        so the executor does not decode them a second time. `on_store_closing` runs on the
+        event loop just before a snapshot install closes the live store, `on_store_replaced`
+        once the new one is open: between the two the node's readers must not read."""
         self.executor = executor
         self.decoded = decoded
         self.data_dir = data_dir
         self.on_block = on_block
         self.on_store_replaced = on_store_replaced
+        self.on_store_closing = on_store_closing or (lambda: None)
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -196,14 +201,51 @@ class LedgerApp:
             raise SnapshotError(f"the installed snapshot does not open: {exc}") from exc
         if position.raft_index != index:
             raise SnapshotError(f"snapshot claims index {index} but holds {position.raft_index}")
-        self.store.close()
+        self._close_store_among_readers()
         ledger, old = self.data_dir / LEDGER_DIR, self.data_dir / OLD_DIR
         ledger.rename(old)
         writer.path.rename(ledger)
         # The swap must survive a power cut: consensus compacts its log to the snapshot next.
         fsync_directory(self.data_dir)
-        shutil.rmtree(old)
         store = LedgerStore(ledger)
         self.executor.replace_store(store)
         log.info("installed a snapshot of the ledger: raft index %d, height %d", index, store.position.height)
         self._notify(self.on_store_replaced, store)
+        shutil.rmtree(old)  # after the readers have the new store (a crash here: recover_dirs)
+
+    def _close_store_among_readers(self) -> None:
+        """Close the live store on the event loop, the one thread its readers run on, after
+        telling the node (which then answers "not ready" instead of reading it).
+
+        Closing it here, on the apply thread, could free LevelDB's database under a read the
+        loop is making at that instant: plyvel releases the GIL inside every read, so the read
+        would go on in freed memory. On the loop, no read is under way while the close runs,
+        and any read after it finds the store closed and raises."""
+        store, loop = self.store, self.loop
+
+        def close() -> None:
+            self.on_store_closing()
+            store.close()
+
+        if loop is None or loop.is_closed():
+            close()
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # called from the loop itself (a test): nothing else can be reading now
+            close()
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def close_on_loop() -> None:
+            try:
+                close()
+            except BaseException as exc:  # handed to the apply thread, which fails the install
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        loop.call_soon_threadsafe(close_on_loop)
+        done.result()

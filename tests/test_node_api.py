@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import aiohttp
 import msgpack
 import pytest
 
+from keiretsu_node import ledger_app
 from keiretsu_node.api import ROUTES
 from keiretsu_node.bootstrap import init_network
 from keiretsu_node.client import KeyPair, build, call
@@ -235,3 +237,49 @@ async def test_a_linearizable_read_sees_what_was_just_committed(node, http) -> N
     await post_tx(http, node, admit(node, key).raw, wait="true")
     status, body = await get(http, node, f"/v1/accounts/{key.address}?linearizable=true")
     assert status == 200 and body["participant"]["roles"] == ["investor"]
+
+
+async def test_while_a_snapshot_replaces_the_ledger_reads_answer_not_ready(node, http, monkeypatch) -> None:
+    """The live store is closed on the event loop, where every reader runs, never under a read;
+    until the new one is open, routes that read the ledger answer 503 NOT_READY and those that
+    do not still answer."""
+    key = KeyPair.generate()
+    status, body, _ = await post_tx(http, node, admit(node, key).raw, wait="true")
+    assert status == 200 and body["status"] == "committed", body
+    old_store = node.store
+    closed_on: list[threading.Thread] = []
+    real_close = old_store.close
+    monkeypatch.setattr(old_store, "close", lambda: (closed_on.append(threading.current_thread()), real_close()))
+    reached, go_on = threading.Event(), threading.Event()
+    real_fsync = ledger_app.fsync_directory
+
+    def held(path) -> None:  # the install's swap, between the old store's close and the new one's open
+        reached.set()
+        assert go_on.wait(30)
+        real_fsync(path)
+
+    monkeypatch.setattr(ledger_app, "fsync_directory", held)
+    index, term, chunks = node.app.snapshot()
+    install = asyncio.ensure_future(asyncio.to_thread(node.app.install_snapshot, index, term, list(chunks)))
+    try:
+        for _ in range(3000):
+            if reached.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert reached.is_set(), "the install never reached its swap"
+        assert closed_on == [threading.current_thread()]  # the loop's thread, not the install's
+        async with http.get(f"{node.url}/v1/accounts/{key.address}") as resp:
+            assert resp.headers["Retry-After"] == "1"
+            assert_problem(resp.status, await resp.json(), 503, "NOT_READY")
+        status, refused, _ = await post_tx(http, node, admit(node, KeyPair.generate()).raw)
+        assert_problem(status, refused, 503, "NOT_READY")
+        status, body = await get(http, node, "/v1/status")
+        assert status == 200 and body["height"] == old_store.position.height
+        status, body = await get(http, node, "/healthz/ready")
+        assert status == 503 and "snapshot" in body["detail"]
+    finally:
+        go_on.set()
+        await install
+    assert node.store is not old_store and not node.ledger_replacing
+    status, body = await get(http, node, f"/v1/accounts/{key.address}")
+    assert status == 200, body
