@@ -51,11 +51,15 @@ LEDGER_FREE_PATHS = frozenset({"/v1/status", "/v1/events", "/v1/openapi.json", "
 LEDGER_REPLACING_DETAIL = "this node is replacing its ledger with a snapshot from the cluster; retry"
 
 
+def ledger_replacing_problem() -> web.Response:
+    return problem(503, "NOT_READY", LEDGER_REPLACING_DETAIL, {"Retry-After": "1"})
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = request.app.get(NODE_KEY)
     if node is not None and node.ledger_replacing and request.path not in LEDGER_FREE_PATHS:
-        return problem(503, "NOT_READY", LEDGER_REPLACING_DETAIL, {"Retry-After": "1"})
+        return ledger_replacing_problem()
     try:
         return await handler(request)
     except ApiProblem as exc:
@@ -74,7 +78,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         # A request that began before a snapshot install and read after it closed the store.
         if node is not None and node.ledger_replacing:
-            return problem(503, "NOT_READY", LEDGER_REPLACING_DETAIL, {"Retry-After": "1"})
+            return ledger_replacing_problem()
         raise
 
 

@@ -133,18 +133,16 @@ class LedgerApp:
     def __init__(self, executor: Executor, data_dir: Path,
                  on_block: Callable[[AppliedBlock | None, int, float], None],
                  on_store_replaced: Callable[[LedgerStore], None],
-                 decoded: Callable[[bytes], SignedTx | None] | None = None,
-                 on_store_closing: Callable[[], None] | None = None) -> None:
+                 decoded: Callable[[bytes], SignedTx | None] | None = None) -> None:
         """`decoded`: transactions this node already decoded, by their bytes (the mempool's),
-        so the executor does not decode them a second time. `on_store_closing` runs on the
-        event loop just before a snapshot install closes the live store, `on_store_replaced`
-        once the new one is open: between the two the node's readers must not read."""
+        so the executor does not decode them a second time. A snapshot install closes the live
+        store on the event loop and calls `on_store_replaced` once the new one is open: in
+        between, the node's store is closed and its readers must not read it."""
         self.executor = executor
         self.decoded = decoded
         self.data_dir = data_dir
         self.on_block = on_block
         self.on_store_replaced = on_store_replaced
-        self.on_store_closing = on_store_closing or (lambda: None)
         self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -214,34 +212,29 @@ class LedgerApp:
         shutil.rmtree(old)  # after the readers have the new store (a crash here: recover_dirs)
 
     def _close_store_among_readers(self) -> None:
-        """Close the live store on the event loop, the one thread its readers run on, after
-        telling the node (which then answers "not ready" instead of reading it).
+        """Close the live store on the event loop, the one thread its readers run on (the node
+        answers "not ready" while its store is closed, instead of reading it).
 
         Closing it here, on the apply thread, could free LevelDB's database under a read the
         loop is making at that instant: plyvel releases the GIL inside every read, so the read
         would go on in freed memory. On the loop, no read is under way while the close runs,
         and any read after it finds the store closed and raises."""
         store, loop = self.store, self.loop
-
-        def close() -> None:
-            self.on_store_closing()
-            store.close()
-
         if loop is None or loop.is_closed():
-            close()
+            store.close()
             return
         try:
             on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
             on_loop = False
-        if on_loop:  # called from the loop itself (a test): nothing else can be reading now
-            close()
+        if on_loop:  # already on the loop: nothing else is reading, and waiting would be for itself
+            store.close()
             return
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def close_on_loop() -> None:
             try:
-                close()
+                store.close()
             except BaseException as exc:  # handed to the apply thread, which fails the install
                 done.set_exception(exc)
             else:

@@ -144,10 +144,8 @@ class Node:
         peers = [PeerInfo(n.name, n.host, n.p2p_port, n.certificate_pem) for n in self.genesis.nodes]
         self.transport = Transport(self.identity, peers, config.p2p_host, config.p2p_port,
                                    chain_id=config.chain_id)
-        # Set while a snapshot install swaps the ledger: the API answers 503 instead of reading.
-        self.ledger_replacing = False
         self.app = LedgerApp(self.executor, config.data_dir, self._on_block, self._on_store_replaced,
-                             decoded=self.mempool.decoded, on_store_closing=self._on_store_closing)
+                             decoded=self.mempool.decoded)
         try:
             raft_dir = config.data_dir / RAFT_LOG_DIR
             if raft_dir.exists():
@@ -478,13 +476,9 @@ class Node:
             if bad:
                 self.metrics.committed.labels(contract, "invalid").inc(bad)
 
-    def _on_store_closing(self) -> None:
-        self.ledger_replacing = True
-
     def _on_store_replaced(self, store: LedgerStore) -> None:
         self.store = store
         self.mempool.store = store
-        self.ledger_replacing = False
         # The installed snapshot holds blocks this node never applied, so _on_block never
         # answered their transactions: those still pooled or waited on here are answered now.
         waited = self._waiters.ids()
@@ -586,6 +580,12 @@ class Node:
             "mempool_txs": len(self.mempool),
             "peers": peers,
         }
+
+    @property
+    def ledger_replacing(self) -> bool:
+        """A snapshot install has closed the store and not yet handed over the new one: the API
+        answers 503 instead of reading (docs/NODE.md)."""
+        return self.store.closed
 
     def readiness(self) -> tuple[bool, str]:
         if self.ledger_replacing:

@@ -351,6 +351,10 @@ class LedgerStore:
             self.blocks.close()
 
     @property
+    def closed(self) -> bool:
+        return bool(self.db.closed)
+
+    @property
     def position(self) -> AppliedPosition:
         return self._position
 
