@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,17 +18,22 @@ from aiohttp import web
 from keiretsu_node import queries
 from keiretsu_node.jsonview import block_json, safe
 from keiretsu_node.openapi import openapi_document
+from ledger.codec import MAX_INT
 from ledger.keys import is_address
-from ledger.store import HistoryEntry
+from ledger.store import HISTORY_SYSTEM, HistoryEntry
 
 if TYPE_CHECKING:
     from keiretsu_node.node import Node
 
 BODY_READ_TIMEOUT_S = 10
 MAX_HISTORY_LIMIT = 1000
+MAX_HEIGHT = MAX_INT  # a block height is a u64 in the store's keys
+MAX_HISTORY_INDEX = 2**32 - 1  # a position in a block is a u32 in a history key
 SSE_KEEPALIVE_S = 15
+SSE_WRITE_TIMEOUT_S = 10
 MSGPACK = "application/msgpack"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger(__name__)
 
 
 class ApiProblem(Exception):
@@ -79,7 +85,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # A request that began before a snapshot install and read after it closed the store.
         if node is not None and node.ledger_replacing:
             return ledger_replacing_problem()
-        raise
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return problem(500, "INTERNAL", "the node failed to answer this request; the failure is in its log")
 
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
@@ -138,7 +145,7 @@ def _decode_tx_list(request: web.Request, body: bytes, batch: bool) -> list[byte
         return items
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # nested past the parser's depth
         raise ApiProblem(400, "MALFORMED", "body is not JSON (or send application/msgpack)") from exc
     key = "txs" if batch else "tx"
     if not isinstance(doc, dict) or key not in doc:
@@ -211,7 +218,7 @@ async def get_block(request: web.Request) -> web.Response:
             height = int(which)
         except ValueError as exc:
             raise ApiProblem(400, "BAD_REQUEST", "height must be an integer or 'latest'") from exc
-    block = node.store.block(height) if height >= 0 else None
+    block = node.store.block(height) if 0 <= height <= MAX_HEIGHT else None
     if block is None:
         raise ApiProblem(404, "NOT_FOUND", f"no block at height {which}")
     return web.json_response(block_json(block, with_txs=not _bool_param(request, "headers_only")))
@@ -246,9 +253,11 @@ def _history(request: web.Request, subject: str) -> web.Response:
     if "after" in request.query:
         try:
             height, kind, index = (int(p) for p in request.query["after"].split("-"))
-            after = HistoryEntry(height, kind, index)
         except ValueError as exc:
             raise ApiProblem(400, "BAD_REQUEST", "after must be height-kind-index as returned by 'next'") from exc
+        if not (0 <= height <= MAX_HEIGHT and 0 <= kind <= HISTORY_SYSTEM and 0 <= index <= MAX_HISTORY_INDEX):
+            raise ApiProblem(400, "BAD_REQUEST", "after names no possible entry: use the 'next' a page returned")
+        after = HistoryEntry(height, kind, index)
     items = queries.history(node.store, subject, after, limit)
     return web.json_response(safe(items))
 
@@ -298,7 +307,8 @@ async def contract_query(request: web.Request) -> web.Response:
     node = _node(request)
     contract, name = request.match_info["contract"], request.match_info["name"]
     try:
-        result = queries.contract_query(node.registry, node.read_context(), contract, name, dict(request.query))
+        params = {k: v for k, v in request.query.items() if k != "linearizable"}  # the API's, not the query's
+        result = queries.contract_query(node.registry, node.read_context(), contract, name, params)
     except queries.QueryError as exc:
         raise ApiProblem(exc.status, exc.code, exc.detail) from exc
     return web.json_response(safe(result))
@@ -339,23 +349,37 @@ async def events(request: web.Request) -> web.StreamResponse:
     if sub is None:
         raise ApiProblem(503, "BUSY", "too many event subscribers", {"Retry-After": "5"})
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
     try:
+        await response.prepare(request)
         while True:
             try:
                 async with asyncio.timeout(SSE_KEEPALIVE_S):
                     event = await sub.queue.get()
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                if not await _sse_write(request, response, b": keepalive\n\n"):
+                    break
                 continue
-            await response.write(f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n".encode())
-            if event.kind in ("overflow", "closing"):
+            chunk = f"event: {event.kind}\ndata: {json.dumps(event.data)}\n\n".encode()
+            if not await _sse_write(request, response, chunk) or event.kind in ("overflow", "closing"):
                 break
-    except ConnectionResetError:
+    except ConnectionError:
         pass  # the subscriber went away; a cancellation (server shutdown) propagates
     finally:
-        node.events.unsubscribe(sub)
+        node.events.release(sub)
     return response
+
+
+async def _sse_write(request: web.Request, response: web.StreamResponse, chunk: bytes) -> bool:
+    """Write to a subscriber; a subscriber that takes none of it in SSE_WRITE_TIMEOUT_S is cut off
+    (the connection aborted: its buffered events are not worth keeping a socket for)."""
+    try:
+        async with asyncio.timeout(SSE_WRITE_TIMEOUT_S):
+            await response.write(chunk)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        return False
+    return True
 
 
 ROUTES: list[tuple[str, str, Handler, str]] = [

@@ -2,6 +2,8 @@
 
 Part of keiretsu_node/. A slow subscriber never holds the node back: when its queue is full it
 is dropped with a final `overflow` event and can reconnect from the last height it saw.
+A subscription holds its slot (of `max_subscribers`) until its connection has ended, not
+until it stops receiving: a dropped subscriber whose connection lingers still counts.
 """
 
 from __future__ import annotations
@@ -23,26 +25,37 @@ class NodeEvent:
 class Subscription:
     accounts: frozenset[str]
     queue: asyncio.Queue[NodeEvent] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE_EVENTS))
-    closed: bool = False
+    closed: bool = False  # receives nothing more
+    released: bool = False  # its connection has ended; its slot is free
 
 
 class EventHub:
     def __init__(self, max_subscribers: int) -> None:
         self.max_subscribers = max_subscribers
-        self._subs: list[Subscription] = []
+        self._subs: list[Subscription] = []  # the ones receiving
+        self.connections = 0  # subscriptions not yet released, receiving or not
         self.dropped_subscribers = 0
 
     def subscribe(self, accounts: frozenset[str]) -> Subscription | None:
-        if len(self._subs) >= self.max_subscribers:
+        if self.connections >= self.max_subscribers:
             return None
         sub = Subscription(accounts)
         self._subs.append(sub)
+        self.connections += 1
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivering to `sub`; its slot stays taken until release()."""
         sub.closed = True
         if sub in self._subs:
             self._subs.remove(sub)
+
+    def release(self, sub: Subscription) -> None:
+        """The subscriber's connection has ended: free its slot."""
+        self.unsubscribe(sub)
+        if not sub.released:
+            sub.released = True
+            self.connections -= 1
 
     def wants_receipts(self) -> bool:
         """True when some subscriber follows accounts, so receipt events must be built."""

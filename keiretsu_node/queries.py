@@ -109,5 +109,5 @@ def contract_query(registry: Registry, ctx: Context, contract: str, name: str, p
         raise QueryError(400, "BAD_REQUEST", "too many query parameters")
     try:
         return fn(ctx, **params)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a number past a key field's width
         raise QueryError(400, "BAD_ARGUMENTS", f"{contract}.{name}: {exc}") from exc
