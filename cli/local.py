@@ -83,7 +83,10 @@ def ensure_network(root: Path, nodes: int, p2p_base: int, api_base: int, console
     """The network folder under root: the existing one (resumed), or a new one."""
     network = root / NETWORK_DIR
     if (network / GENESIS_FILE).exists():
-        existing = len(Genesis.load(network / GENESIS_FILE).nodes)
+        try:
+            existing = len(Genesis.load(network / GENESIS_FILE).nodes)
+        except ValueError as exc:  # damaged: say so, and leave the folder for the operator to look at
+            raise CliError(f"cannot resume the network in {network}: {exc}") from exc
         if existing != nodes:
             console.print(f"[yellow]resuming the existing {existing}-node network in {network} "
                           f"(--nodes {nodes} applies to a new folder)[/yellow]")

@@ -132,6 +132,8 @@ def _parse_arg(text: str) -> tuple[str, Any]:
         return name, json.loads(raw)
     except json.JSONDecodeError:
         return name, raw
+    except RecursionError as exc:
+        raise CliError(f"argument {name}: nested too deeply") from exc
 
 
 def cmd_submit(args: argparse.Namespace) -> None:

@@ -148,10 +148,23 @@ def _port(value: Any, where: str) -> int:
     return value
 
 
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table, got {value!r}")
+    return value
+
+
 def _text(raw: dict[str, Any], key: str, where: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value or not value.isprintable():
         raise ConfigError(f"{where}{key} must be a non-empty string")
+    return value
+
+
+def _flag(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):  # "false" would be truthy: a quoted flag is refused, not guessed
+        raise ConfigError(f"{where}{key} must be true or false (unquoted), got {value!r}")
     return value
 
 
@@ -161,7 +174,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8 text
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
@@ -173,8 +186,9 @@ def parse_network(raw: dict[str, Any], source: str = "network") -> NetworkSpec:
     if not isinstance(raw_nodes, list) or not 1 <= len(raw_nodes) <= MAX_NODES:
         raise ConfigError(f"{source}: [[nodes]] must list 1..{MAX_NODES} nodes")
     nodes = []
-    for i, node in enumerate(raw_nodes):
+    for i, entry in enumerate(raw_nodes):
         where = f"{source}: nodes[{i}]."
+        node = _table(entry, f"{source}: nodes[{i}]")
         nodes.append(NodeSpec(_text(node, "name", where), _text(node, "host", where),
                               _port(node.get("p2p_port"), where + "p2p_port"),
                               _port(node.get("api_port"), where + "api_port")))
@@ -226,7 +240,7 @@ def load_node(path: Path) -> NodeConfig:
         mempool=_section(MempoolConfig, raw.get("mempool"), "mempool"),
         consensus=_section(ConsensusConfig, raw.get("consensus"), "consensus"),
         api=_section(ApiConfig, raw.get("api"), "api"),
-        fsync=bool(raw.get("fsync", True)),
+        fsync=_flag(raw, "fsync", True, where),
     )
     _validate_limits(config.batching, config.mempool, config.consensus)
     return config

@@ -64,6 +64,40 @@ def test_bench_rejects_out_of_range_counts_with_a_usage_line(args: list[str], me
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_bad_files_and_arguments_are_one_line_without_a_traceback(tmp_path: Path) -> None:
+    not_a_table = tmp_path / "nodes.toml"
+    not_a_table.write_text('chain_id = "x"\nnodes = [1]\n')
+    not_utf8 = tmp_path / "binary.toml"
+    not_utf8.write_bytes(b"\xff\xfe\x00garbage")
+    damaged = tmp_path / "damaged"
+    (damaged / "network").mkdir(parents=True)
+    (damaged / "network" / "genesis.json").write_text("garbage")
+    cases = [
+        (["network", "init", str(not_a_table), "--out", str(tmp_path / "a")], "nodes[0] must be a table"),
+        (["network", "init", str(not_utf8), "--out", str(tmp_path / "b")], "not valid TOML"),
+        (["node", "start", "--config", str(not_utf8)], "not valid TOML"),
+        (["up", "--dir", str(damaged), "--no-demo", "--seconds", "1"], "cannot resume the network"),
+        (["submit", "cash", "transfer", "--chain-id", "x", "--api", "http://127.0.0.1:9", "--key", "/no.key",
+          "--arg", "x=" + "[" * 50_000], "nested too deeply"),
+    ]
+    for args, message in cases:
+        result = keiretsu(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.startswith("error:") and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_quoted_fsync_flag_is_refused_not_read_as_true(tmp_path: Path) -> None:
+    spec = tmp_path / "net.toml"
+    spec.write_text('chain_id = "x"\n[[nodes]]\nname = "a"\nhost = "127.0.0.1"\np2p_port = 1\napi_port = 2\n')
+    assert keiretsu("network", "init", str(spec), "--out", str(tmp_path / "net")).returncode == 0
+    config = tmp_path / "net" / "a" / "node.toml"
+    config.write_text(config.read_text().replace("fsync = true", 'fsync = "false"'))
+    result = keiretsu("node", "start", "--config", str(config))
+    assert result.returncode == 1 and "fsync must be true or false" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_network_init_rejects_a_bad_config_naming_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "net.toml"
     bad.write_text('chain_id = "x"\n[[nodes]]\nname = "a"\nhost = "127.0.0.1"\np2p_port = 99999\napi_port = 1\n')
