@@ -116,10 +116,18 @@ def _loadgen_spec(plan: BenchPlan, urls: list[str], operator: KeyPair, pids: dic
             "profile_dir": str(plan.profile_dir.resolve()) if plan.profile_dir else None}
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte (a key file's rule)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a file left by an earlier run keeps its mode through O_TRUNC
+        handle.write(text)
+
+
 def run_loadgen(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     """The load generator in its own process; its progress goes to our stderr."""
     spec_path, out_path = work / "loadgen-spec.json", work / "loadgen-result.json"
-    spec_path.write_text(json.dumps(spec))
+    _write_private(spec_path, json.dumps(spec))  # it holds the operator's seed
     proc = subprocess.Popen([sys.executable, "-m", "keiretsu_node.loadgen", "--spec", str(spec_path),
                              "--out", str(out_path)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

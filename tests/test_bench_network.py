@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import random
 from fractions import Fraction
 
@@ -105,3 +106,28 @@ def test_after_seeding_the_phases_wait_for_busy_nodes_to_go_idle_within_a_bound(
             process.wait()
     assert asyncio.run(settle({}, window_s=0.3, max_s=1.0)) == {
         "seconds": 0.0, "idle": None, "nodes_cpu_s": None, "last_window_cores": None}
+
+
+def test_the_load_generators_spec_holding_the_operator_seed_is_readable_by_its_owner_only(tmp_path,
+                                                                                         monkeypatch) -> None:
+    seen = {}
+
+    class Loadgen:  # stands in for the load generator's process: nothing is benchmarked
+        def __init__(self, argv: list[str], **_: object) -> None:
+            spec = argv[argv.index("--spec") + 1]
+            seen["mode"] = os.stat(spec).st_mode & 0o777
+            seen["seed"] = json.loads(open(spec).read())["operator_seed"]
+            with open(argv[argv.index("--out") + 1], "w") as out:
+                out.write("{}")
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(bench.subprocess, "Popen", Loadgen)
+    (tmp_path / "loadgen-spec.json").write_text("{}")  # an earlier run's, world-readable
+    (tmp_path / "loadgen-spec.json").chmod(0o644)
+    bench.run_loadgen({"operator_seed": "ab" * 32}, tmp_path)
+    assert seen == {"mode": 0o600, "seed": "ab" * 32}
