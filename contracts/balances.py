@@ -81,7 +81,7 @@ def get(ctx: Context, asset: str, account: str) -> Balance:
 
 
 def supply(ctx: Context, asset: str) -> tuple[int, int]:
-    """(issued, retired) over the asset's life."""
+    """(issued, retired): over the asset's life, or since issue last rebased them (see issue)."""
     raw = ctx.get(supply_key(asset))
     return (0, 0) if raw is None else (raw[0], raw[1])
 
@@ -211,11 +211,19 @@ def _move_out(ctx: Context, asset: str, source: str, target: str, amount: int,
 
 
 def issue(ctx: Context, asset: str, account: str, amount: int) -> None:
-    """Create new units (mint cash, issue securities) and count them in the supply."""
+    """Create new units (mint cash, issue securities) and count them in the supply.
+
+    The counters are totals since the asset's first issue until `issued` would pass MAX_AMOUNT
+    (mint and burn cycles get there): then both are first reduced by `retired` and count from
+    this issue on, so no record overflows and issued - retired, the outstanding supply, is kept.
+    """
     issued, retired = supply(ctx, asset)
     if issued - retired + amount > MAX_AMOUNT:
         raise ContractError(Reason.SUPPLY_EXCEEDED, f"{asset} outstanding would exceed {MAX_AMOUNT}")
     credit(ctx, asset, account, amount)
+    if issued + amount > MAX_AMOUNT:
+        ctx.emit("supply_counters_rebased", asset=asset, issued=issued, retired=retired)
+        issued, retired = issued - retired, 0
     ctx.put(supply_key(asset), [issued + amount, retired])
 
 
@@ -223,6 +231,8 @@ def retire(ctx: Context, asset: str, account: str, amount: int) -> None:
     """Destroy units from an account's free balance (burn cash, redeem securities)."""
     debit(ctx, asset, account, amount)
     issued, retired = supply(ctx, asset)
+    if retired + amount > issued:  # retired never passes issued, so never MAX_AMOUNT
+        raise InvariantViolation(f"{asset}: retiring {amount} more than was issued ({issued} - {retired})")
     ctx.put(supply_key(asset), [issued, retired + amount])
 
 

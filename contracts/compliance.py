@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from contracts import balances, participants, securities, settlement
-from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, Context, MethodTable
+from contracts.base import ADDRESS, AMOUNT, ASSET_ID, MAX_AMOUNT, TEXT, Context, MethodTable
 from ledger.reasons import ContractError, Reason
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
@@ -165,6 +165,23 @@ def check_spendable(ctx: Context, account: str, asset: str, amount: int,
     if free - frozen < amount:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"{frozen} of the {free} free {asset} of {account} are frozen")
     return held
+
+
+def convert_partial_freeze(ctx: Context, account: str, asset: str, ratio_to: int,
+                           ratio_from: int) -> tuple[int, int] | None:
+    """A split converts a partial freeze of `asset` at `account` into the new units.
+
+    Rounded up (at least the frozen value stays frozen) and capped at MAX_AMOUNT; reason, author
+    and height are kept. Returns (amount before, amount after), or None if there is no partial freeze.
+    """
+    found = get_freeze(ctx, account, asset)
+    if found is None or found.amount is None:
+        return None
+    after = min(-(-found.amount * ratio_to // ratio_from), MAX_AMOUNT)
+    ctx.put(freeze_key(account, asset), {"amount": after, "reason": found.reason, "by": found.by,
+                                         "height": found.height})
+    ctx.touch(account)
+    return found.amount, after
 
 
 # ---------------------------------------------------------------- methods

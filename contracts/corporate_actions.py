@@ -30,7 +30,6 @@ NAME = "corporate_actions"
 METHODS = MethodTable()
 
 MAX_PAYMENTS_PER_BLOCK = 256  # holder payments or conversions per block, all actions together
-MAX_COUPONS_PER_BOND = 400
 BPS_PER_UNIT = 10_000
 
 DIVIDEND, SPLIT, COUPON, REDEMPTION = "dividend", "split", "coupon", "redemption"
@@ -58,7 +57,8 @@ class Action:
     issuer: str
     status: str
     currency: str = ""
-    # Cash per unit held is the fraction pay_num / pay_den (kept exact, rounded per holder).
+    # Cash per unit held is the fraction pay_num / pay_den (kept exact, rounded per holder);
+    # a coupon's pay_num is its accrual in ms, the bond's face and rate multiplied in by per_unit.
     pay_num: int = 0
     pay_den: int = 1
     ratio_to: int = 1  # split: new holding = floor(old * ratio_to / ratio_from)
@@ -131,6 +131,36 @@ def split_units(units: int, ratio_to: int, ratio_from: int) -> int:
     return units * ratio_to // ratio_from
 
 
+def per_unit(ctx: Context, action: Action) -> tuple[int, int]:
+    """Cash per unit held, as the exact fraction (numerator, denominator).
+
+    A coupon's record keeps only its accrual (pay_num = accrual_ms): face_value_minor *
+    coupon_rate_bps * accrual_ms can pass the largest integer a record holds (2**64 - 1), so the
+    bond's face and rate, fixed at registration, are multiplied back in here, in exact integers.
+    """
+    if action.kind != COUPON:
+        return action.pay_num, action.pay_den
+    instrument = securities.require_instrument(ctx, action.isin)
+    face, rate = instrument.face_value_minor, instrument.coupon_rate_bps
+    if face is None or rate is None:
+        raise InvariantViolation(f"coupon {action.action_id} of {action.isin}, a bond without terms")
+    return face * rate * action.pay_num, action.pay_den
+
+
+def due_minor(ctx: Context, action: Action, units: int) -> int:
+    """What `units` receive from this action, rounded down (pro_rata of per_unit)."""
+    return pro_rata(units, *per_unit(ctx, action))
+
+
+def reportable_minor(amount: int) -> int:
+    """An amount for an event that may exceed what any balance holds: capped at MAX_AMOUNT.
+
+    A payment due beyond MAX_AMOUNT can never be funded; the exact figure would not fit the
+    codec's integers (2**64 - 1 at most) and would halt the block that reports it.
+    """
+    return min(amount, MAX_AMOUNT)
+
+
 def entitled_units(ctx: Context, isin: str, issuer: str) -> int:
     """Outstanding units outside the issuer's treasury: what a distribution is paid on."""
     issued, retired = balances.supply(ctx, isin)
@@ -185,7 +215,7 @@ def declare_dividend(ctx: Context, isin: str, currency: str, per_unit_minor: int
     action = _new_action(ctx, kind=DIVIDEND, isin=isin, issuer=ctx.sender, currency=currency,
                          pay_num=per_unit_minor, pay_den=unit_scale(ctx, isin), record_ms=record_ms,
                          payment_ms=payment_ms)
-    needed = pro_rata(entitled_units(ctx, isin, ctx.sender), action.pay_num, action.pay_den)
+    needed = due_minor(ctx, action, entitled_units(ctx, isin, ctx.sender))
     action = _lock_issuer_cash(ctx, action, needed)
     _save(ctx, action)
     schedule.add(ctx, NAME, record_ms, "dividend_record", action.action_id)
@@ -243,6 +273,11 @@ def _serviced_key(isin: str) -> bytes:
     return state_key("ca_serviced", isin)
 
 
+def _redeemed_key(isin: str) -> bytes:
+    """Set when a bond's redemption completes (its value: the redemption's action id)."""
+    return state_key("ca_redeemed", isin)
+
+
 def schedule_bond_service(ctx: Context, isin: str) -> None:
     """Schedule every coupon and the redemption of a bond from its terms (once per bond).
 
@@ -260,10 +295,12 @@ def schedule_bond_service(ctx: Context, isin: str) -> None:
     ctx.put(_serviced_key(isin), 1)
     scale = 10 ** instrument.decimals
     accrued_from = instrument.registered_at_ms
-    for due_ms in instrument.coupon_schedule_ms[:MAX_COUPONS_PER_BOND]:
+    require(len(instrument.coupon_schedule_ms) <= securities.MAX_COUPONS, f"{isin} has too many coupons")
+    for due_ms in instrument.coupon_schedule_ms:  # every one: register refuses more than MAX_COUPONS
         if rate:
+            # pay_num is the accrual alone (see per_unit): the product with face and rate may not fit.
             action = _new_action(ctx, kind=COUPON, isin=isin, issuer=instrument.issuer,
-                                 currency=currency, pay_num=face * rate * (due_ms - accrued_from),
+                                 currency=currency, pay_num=due_ms - accrued_from,
                                  pay_den=BPS_PER_UNIT * YEAR_MS * scale, record_ms=due_ms, payment_ms=due_ms)
             schedule.add(ctx, NAME, due_ms, "coupon_start", action.action_id)
             schedule.add(ctx, NAME, due_ms, "distribute", action.action_id)
@@ -292,6 +329,9 @@ def fund_bond(ctx: Context, isin: str, amount: int) -> None:
     instrument = _require_issuer(ctx, isin)
     if instrument.kind != "bond" or instrument.currency is None:
         raise ContractError(Reason.BAD_ARGUMENTS, f"{isin} is not a bond")
+    if ctx.exists(_redeemed_key(isin)):
+        # Only the redemption releases a reserve: cash locked after it would stay locked forever.
+        raise ContractError(Reason.INVALID_STATE, f"{isin} is redeemed: no payment is left to fund")
     _lock_free_cash(ctx, instrument.currency, instrument.issuer, amount)
     ctx.put(_reserve_key(isin), reserve_minor(ctx, isin) + amount)
     ctx.emit("bond_funded", isin=isin, amount=amount, reserve_minor=reserve_minor(ctx, isin))
@@ -313,7 +353,7 @@ def _default(ctx: Context, action: Action, needed_minor: int, error: ContractErr
     ctx.touch(action.issuer)
     ctx.touch(action.isin)
     ctx.emit("bond_defaulted", action_id=action.action_id, isin=action.isin, payment=action.kind,
-             due_ms=action.payment_ms, due_minor=needed_minor, currency=action.currency,
+             due_ms=action.payment_ms, due_minor=reportable_minor(needed_minor), currency=action.currency,
              reason=str(error.reason), detail=error.detail)
 
 
@@ -352,7 +392,7 @@ def _step_dividend_record(ctx: Context, item: schedule.DueItem, budget: int) -> 
     action = _live(ctx, item, "declared")
     if action is None:
         return schedule.Progress(True, 1)
-    needed = pro_rata(entitled_units(ctx, action.isin, action.issuer), action.pay_num, action.pay_den)
+    needed = due_minor(ctx, action, entitled_units(ctx, action.isin, action.issuer))
 
     def record(child: Context) -> None:
         funded = _lock_issuer_cash(child, action, needed)
@@ -366,7 +406,7 @@ def _step_dividend_record(ctx: Context, item: schedule.DueItem, budget: int) -> 
             balances.unlock(ctx, action.currency, action.issuer, action.locked_minor)
         _advance(ctx, action, "unfunded", locked_minor=0)
         ctx.touch(action.issuer)
-        ctx.emit("dividend_failed", action_id=action.action_id, isin=action.isin, due_minor=needed,
+        ctx.emit("dividend_failed", action_id=action.action_id, isin=action.isin, due_minor=reportable_minor(needed),
                  reason=str(error.reason), detail=error.detail)
     return schedule.Progress(True, 1)
 
@@ -376,7 +416,7 @@ def _step_coupon_start(ctx: Context, item: schedule.DueItem, budget: int) -> sch
     action = _live(ctx, item, "declared")
     if action is None:
         return schedule.Progress(True, 1)
-    needed = pro_rata(entitled_units(ctx, action.isin, action.issuer), action.pay_num, action.pay_den)
+    needed = due_minor(ctx, action, entitled_units(ctx, action.isin, action.issuer))
 
     def start(child: Context) -> None:
         funded = _fund_from_reserve(child, action, needed)
@@ -397,12 +437,13 @@ def _step_distribute(ctx: Context, item: schedule.DueItem, budget: int) -> sched
     if action.status == "recorded":
         action = _advance(ctx, action, "pay")
     batch = entitlements.next_entitled(ctx, action.isin, action.snapshot_id, budget)
+    pay_num, pay_den = per_unit(ctx, action)
     paid = action.paid_minor
     for entitlement in batch:
         entitlements.mark_paid(ctx, action.isin, action.snapshot_id, entitlement.account)
         if entitlement.account == action.issuer or entitlement.units == 0:
             continue  # treasury units earn nothing; a zero is an account that bought after the record
-        amount = pro_rata(entitlement.units, action.pay_num, action.pay_den)
+        amount = pro_rata(entitlement.units, pay_num, pay_den)
         if amount:
             balances.move_locked(ctx, action.currency, action.issuer, entitlement.account, amount)
         paid += amount
@@ -482,7 +523,7 @@ def _start_conversion(ctx: Context, action: Action) -> Action:
             return replace(action, status="failed")
         started = _advance(ctx, action, "pay", units_target=target)
     else:
-        needed = pro_rata(entitled_units(ctx, action.isin, action.issuer), action.pay_num, action.pay_den)
+        needed = due_minor(ctx, action, entitled_units(ctx, action.isin, action.issuer))
         funded: list[Action] = []
         error = schedule.isolated(ctx, lambda child: funded.append(_fund_from_reserve(child, action, needed)))
         if error is not None:
@@ -516,14 +557,23 @@ def _split_holder(ctx: Context, action: Action, holder: entitlements.Holding) ->
     total = split_units(old.total, action.ratio_to, action.ratio_from)
     locked = split_units(old.locked, action.ratio_to, action.ratio_from)
     _set_holding(ctx, action.isin, holder.account, old, total, locked)
+    _convert_partial_freeze(ctx, action, holder.account)
     ctx.touch(holder.account)
     ctx.emit("split_converted", action_id=action.action_id, isin=action.isin, account=holder.account,
              units_before=old.total, units_after=total)
     return replace(action, units_converted=action.units_converted + total)
 
 
+def _convert_partial_freeze(ctx: Context, action: Action, account: str) -> None:
+    """A partial freeze of the split security is in old units: convert it, rounding up."""
+    converted = compliance.convert_partial_freeze(ctx, account, action.isin, action.ratio_to, action.ratio_from)
+    if converted is not None:
+        ctx.emit("partial_freeze_converted", action_id=action.action_id, isin=action.isin, account=account,
+                 amount_before=converted[0], amount_after=converted[1])
+
+
 def _redeem_holder(ctx: Context, action: Action, holder: entitlements.Holding) -> Action:
-    amount = pro_rata(holder.total, action.pay_num, action.pay_den)
+    amount = due_minor(ctx, action, holder.total)
     _set_holding(ctx, action.isin, holder.account, holder, 0, 0)
     if amount:
         balances.move_locked(ctx, action.currency, action.issuer, holder.account, amount)
@@ -541,9 +591,11 @@ def _finish_split(ctx: Context, action: Action) -> None:
             "the issuer's share of a split is at least its own holding converted")
     _set_holding(ctx, action.isin, action.issuer, old, issuer_units,
                  split_units(old.locked, action.ratio_to, action.ratio_from))
+    _convert_partial_freeze(ctx, action, action.issuer)
     instrument = securities.require_instrument(ctx, action.isin)
-    authorised = max(split_units(instrument.authorised_supply, action.ratio_to, action.ratio_from),
-                     action.units_target)
+    # Scaled like the holdings, at least the target (<= MAX_AMOUNT), at most MAX_AMOUNT.
+    authorised = min(max(split_units(instrument.authorised_supply, action.ratio_to, action.ratio_from),
+                         action.units_target), MAX_AMOUNT)
     securities.save_instrument(ctx, replace(instrument, authorised_supply=authorised))
     entitlements.release(ctx, action.isin)
     _advance(ctx, action, "finish")
@@ -565,6 +617,7 @@ def _finish_redemption(ctx: Context, action: Action) -> None:
         balances.unlock(ctx, action.currency, action.issuer, reserve)
         ctx.delete(_reserve_key(action.isin))
     entitlements.release(ctx, action.isin)
+    ctx.put(_redeemed_key(action.isin), action.action_id)
     _advance(ctx, action, "finish")
     ctx.touch(action.issuer)
     ctx.emit("redemption_completed", action_id=action.action_id, isin=action.isin, currency=action.currency,
