@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from contracts import balances, compliance, market_data, orderbook, participants, securities
+from contracts import balances, compliance, entitlements, market_data, orderbook, participants, securities
 from contracts.base import ADDRESS, AMOUNT, ASSET_ID, TEXT, UINT, Context, MethodTable, one_of
 from contracts.cash import CURRENCY_CODE, currency_key, require_currency
 from contracts.market_data import BookStats, DayBar, Trade
@@ -108,6 +108,18 @@ def is_halted(ctx: Context, isin: str) -> bool:
 def require_trading(ctx: Context, isin: str) -> None:
     if is_halted(ctx, isin):
         raise ContractError(HALTED, f"trading in {isin} is halted")
+
+
+def require_not_converting(ctx: Context, isin: str) -> None:
+    """ASSET_PAUSED while a split or redemption converts the security's holdings (its hold).
+
+    Every order and proposal in the old units is withdrawn before the hold starts, so none may
+    be made during it: a buy locks only cash, so the hold's balance hook would not refuse it,
+    and it would rest priced and sized in units that no longer exist once the conversion ends.
+    """
+    action = entitlements.held_by(ctx, isin)
+    if action is not None:
+        raise ContractError(Reason.ASSET_PAUSED, f"{isin} is held while {action} converts it")
 
 
 def _require_venue_authority(ctx: Context) -> str:
@@ -220,6 +232,7 @@ def _check_taker(ctx: Context, owner: str, request: OrderRequest,
     instrument = securities.require_instrument(ctx, request.isin)
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{request.isin} is paused")
+    require_not_converting(ctx, request.isin)
     # Both assets' freezes in one lookup (reads only); refused below in the documented order.
     security_freeze, cash_freeze = compliance.freeze_states(ctx, owner, request.isin, request.currency)
     if request.side == BUY:

@@ -12,10 +12,17 @@ from typing import NamedTuple
 import msgpack
 
 from contracts.base import Context
+from ledger.codec import MAX_INT
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
 MAX_TAPE_TRADES = 1_000  # per book: the tape is a ring, older trades live on in block events
 MS_PER_DAY = 86_400_000
+# A day bar's volume and turnover saturate here, the largest integer the codec stores: wash
+# trades can move the same units back and forth without limit, each trade within every bound,
+# and a sum that could not be stored would stop every node. Every other number of the market
+# data is one trade's (price, quantity, amount: at most MAX_AMOUNT each) or a count of trades,
+# which one transaction per (at most MAX_MATCH_STEPS) trades cannot bring near 2**64.
+MAX_STATISTIC = MAX_INT
 ON_BOOK = "book"
 NEGOTIATED = "negotiated"
 _pack = msgpack.Packer(use_bin_type=True).pack  # msgpack.packb's bytes, without a Packer per call
@@ -47,6 +54,8 @@ class Trade(NamedTuple):
 
 
 class DayBar(NamedTuple):
+    """`volume` and `turnover` saturate at MAX_STATISTIC (they stay there for the day)."""
+
     day: int  # days since 1970-01-01 UTC
     open: int
     high: int
@@ -165,8 +174,11 @@ class TradeRecorder:
         if bar is None:
             self.bar = _new(DayBar, (self.day, price, price, price, price, quantity, amount, 1))
         else:
+            volume = bar.volume + quantity
+            turnover = bar.turnover + amount
             self.bar = _new(DayBar, (self.day, bar.open, max(bar.high, price), min(bar.low, price), price,
-                                     bar.volume + quantity, bar.turnover + amount, bar.trades + 1))
+                                     volume if volume <= MAX_STATISTIC else MAX_STATISTIC,
+                                     turnover if turnover <= MAX_STATISTIC else MAX_STATISTIC, bar.trades + 1))
 
     def flush(self) -> None:
         if not self.dirty:

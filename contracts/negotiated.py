@@ -154,6 +154,7 @@ def _check_proposer(ctx: Context, proposer: str, side: str, instrument: securiti
                     currency: str, quantity: int, amount: int) -> None:
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{instrument.isin} is paused")
+    market.require_not_converting(ctx, instrument.isin)
     if side == SELL:
         if ctx.block.time_ms < instrument.lockup_until_ms:
             raise ContractError(Reason.LOCKED_UP, f"{instrument.isin} is locked up")

@@ -194,6 +194,11 @@ def subscribe(ctx: Context, offering_id: int, units: int) -> None:
     if investors > MAX_INVESTORS_PER_OFFERING:
         raise ContractError(Reason.LIMIT_EXCEEDED, f"an offering takes {MAX_INVESTORS_PER_OFFERING} investors")
     cost = units * offering.price_minor
+    if cost > MAX_AMOUNT or offering.subscribed_units + units > MAX_AMOUNT:
+        # Refused at the door, so neither the lock nor the offering's running total of units
+        # can outgrow what the ledger stores (the total is bounded otherwise only because every
+        # subscribed unit's cash stays locked out of a capped supply: not a rule of this module).
+        raise ContractError(Reason.INVALID_AMOUNT, f"{units} units at {offering.price_minor} exceed the largest amount")
     compliance.check_spendable(ctx, investor, offering.currency, cost)
     balances.lock(ctx, offering.currency, investor, cost)
     ctx.put(_subscription_key(offering_id, investor), [total, first_seq])
@@ -240,14 +245,21 @@ def _refund(ctx: Context, offering: Offering, allocation: Allocation) -> None:
 
 
 def _eligible(ctx: Context, offering: Offering, instrument: securities.Instrument, sub: Subscription) -> bool:
-    """May this investor still receive the units and pay from its locked cash (checks only)?"""
+    """May this investor still receive the units and pay from its locked cash (checks only)?
+
+    Only the investor's side: what stops the issuer (its cash account frozen, the issuer
+    suspended) stops every allocation alike, so it is left to _settle, where it fails the
+    offering with the reason (docs/LIFECYCLE.md), instead of making every investor ineligible.
+    An issuer that subscribed to its own offering cannot pay itself: only it is ineligible.
+    """
+    if sub.investor == offering.issuer:
+        return False
     try:
-        securities.check_receiver(ctx, instrument, sub.investor)
-        cash.check_transfer(ctx, offering.currency, sub.investor, offering.issuer, sub.units * offering.price_minor,
-                            from_locked=True)
+        securities.check_receiver(ctx, instrument, sub.investor)  # also: an active participant
+        compliance.check_not_frozen(ctx, sub.investor, offering.currency)
     except ContractError:
         return False
-    return True
+    return balances.get(ctx, offering.currency, sub.investor).locked >= sub.units * offering.price_minor
 
 
 def _settle(ctx: Context, offering: Offering, instrument: securities.Instrument,
