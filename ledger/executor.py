@@ -19,7 +19,7 @@ from contracts.registry import Registry
 from ledger import codec
 from ledger.auth import resolve_signer
 from ledger.batch import Batch, BatchError
-from ledger.block import GENESIS_PREV_HASH, Block, BlockHeader, Receipt, results_root
+from ledger.block import GENESIS_PREV_HASH, RECEIPT_ENCODED, Block, BlockHeader, Receipt, results_root
 from ledger.frozen import check_buildable, new_record, set_fields
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
@@ -147,6 +147,20 @@ class VerifiedCache:
 
     def contains(self, tx: SignedTx) -> bool:
         return self._key(tx) in self._seen
+
+
+# What a contract's arithmetic can produce that the canonical encoding cannot hold (an integer
+# past 2**64 - 1 or below -2**63). Deterministic on every node, so a transaction that makes one
+# fails alone (LIMIT_EXCEEDED) instead of stopping every node on its block, for ever: the
+# contracts keep their values in range (docs/LIFECYCLE.md), and this is the net under them.
+BEYOND_THE_CODEC = (codec.CodecError, OverflowError)
+BEYOND_THE_CODEC_DETAIL = "a value past what the ledger stores"
+
+
+def _beyond_the_codec(tx: SignedTx, signers: tuple[str, ...], exc: Exception) -> tuple[Receipt, tuple[str, ...]]:
+    subjects = list(signers) or list(tx.signer_addresses)
+    return (Receipt(tx.tx_id, Reason.LIMIT_EXCEEDED, f"{BEYOND_THE_CODEC_DETAIL}: {exc}", ()),
+            tuple(_dedupe(subjects)))
 
 
 def _collect_system_events(system_ctx: Context, hook_ctx: Context) -> None:
@@ -313,9 +327,14 @@ class Executor:
             hook_ctx = Context(hook_overlay, bctx, None, ())
             try:
                 contract.begin_block(hook_ctx)
+                codec.encode([e.to_wire() for e in hook_ctx.events])  # as results_root will (rare: scheduled work)
             except ContractError as exc:
                 system_ctx.emit("scheduled_work_failed", contract=contract.name, reason=str(exc.reason),
                                 detail=exc.detail)
+                continue
+            except BEYOND_THE_CODEC as exc:  # rolled back like a refusal, retried next block
+                system_ctx.emit("scheduled_work_failed", contract=contract.name, reason=str(Reason.LIMIT_EXCEEDED),
+                                detail=f"{BEYOND_THE_CODEC_DETAIL}: {exc}")
                 continue
             hook_overlay.merge_into(block_overlay)
             _collect_system_events(system_ctx, hook_ctx)
@@ -424,15 +443,21 @@ class Executor:
             return Receipt(tx.tx_id, exc.reason, exc.detail, ()), tuple(_dedupe(subjects))
         except InvariantViolation:
             raise
+        except BEYOND_THE_CODEC as exc:  # a state write the codec refused
+            return _beyond_the_codec(tx, signers, exc)
+        # built(Receipt, ...) written out: its two C calls without a Python call per transaction
+        receipt = new_record(Receipt)
+        set_fields(receipt, "__dict__", {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "",
+                                         "events": tuple(ctx.events)})
+        try:
+            RECEIPT_ENCODED.compute_into(receipt)  # kept for results_root and the stored block
+        except BEYOND_THE_CODEC as exc:  # an event the codec refused
+            return _beyond_the_codec(tx, signers, exc)
         tx_overlay.merge_into(block_overlay)
         subjects = list(signers)
         for group in ctx.event_subjects:
             subjects.extend(group)
         subjects.extend(ctx.touched)
-        # built(Receipt, ...) written out: its two C calls without a Python call per transaction
-        receipt = new_record(Receipt)
-        set_fields(receipt, "__dict__", {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "",
-                                         "events": tuple(ctx.events)})
         return receipt, tuple(dict.fromkeys(subjects))  # _dedupe, inlined
 
     def _method(self, contract: str, name: str) -> Method:
