@@ -145,6 +145,19 @@ class ExecWorld:
         self.time_ms = START_MS
         self.batches: list[bytes] = []  # every batch applied, in order, for a replay
 
+    @classmethod
+    def with_investors(cls, path: Path, *investors: str) -> ExecWorld:
+        """An operator, a bank (the MXN cash agent), an issuer and the named investors."""
+        def entry(name: str, *roles: str) -> dict[str, Any]:
+            return {"address": addr(name), "name": name, "roles": list(roles)}
+
+        return cls(path, {
+            "operators": [addr("operator")],
+            "participants": [entry("bank", "cash_agent"), entry("issuer", "issuer")]
+            + [entry(n, "investor") for n in investors],
+            "currencies": [{"code": "MXN", "decimals": 2, "agent": addr("bank")}],
+        })
+
     def close(self) -> None:
         self.store.close()
 

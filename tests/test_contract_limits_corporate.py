@@ -30,16 +30,7 @@ def register_bond(world: World, face: int, rate_bps: int, dates: list[int], supp
 
 
 def chain_of(path: Path, *investors: str) -> ExecWorld:
-    """The real executor with a bank (MXN agent), an issuer and the given investors."""
-    def entry(name: str, *roles: str) -> dict[str, Any]:
-        return {"address": addr(name), "name": name, "roles": list(roles)}
-
-    return ExecWorld(path, {
-        "operators": [addr("operator")],
-        "participants": [entry("bank", "cash_agent"), entry("issuer", "issuer")]
-        + [entry(n, "investor") for n in investors],
-        "currencies": [{"code": "MXN", "decimals": 2, "agent": addr("bank")}],
-    })
+    return ExecWorld.with_investors(path, *investors)
 
 
 def all_encodable(events: Any) -> bool:

@@ -30,15 +30,7 @@ def test_wash_trades_saturate_the_day_bar_and_every_trade_still_settles(tmp_path
     trades = 6
     assert trades * units > MAX_INT
 
-    def entry(name: str, *roles: str) -> dict[str, object]:
-        return {"address": addr(name), "name": name, "roles": list(roles)}
-
-    chain = ExecWorld(tmp_path / "ledger", {
-        "operators": [addr("operator")],
-        "participants": [entry("bank", "cash_agent"), entry("issuer", "issuer"), entry("alice", "investor"),
-                         entry("bob", "investor")],
-        "currencies": [{"code": "MXN", "decimals": 2, "agent": addr("bank")}],
-    })
+    chain = ExecWorld.with_investors(tmp_path / "ledger", "alice", "bob")
     try:
         reg = chain.submit([key("issuer")], "securities", "register", name="Co", kind="equity",
                            authorised_supply=MAX_AMOUNT, prospectus_hash=bytes(32), prospectus_uri="u")

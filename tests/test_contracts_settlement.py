@@ -128,15 +128,7 @@ def test_settle_legs_is_bounded() -> None:
 
 
 def test_a_dvp_through_the_executor_needs_both_real_signatures_and_fails_whole(tmp_path: Path) -> None:
-    def entry(name: str, *roles: str) -> dict[str, object]:
-        return {"address": addr(name), "name": name, "roles": list(roles)}
-
-    chain = ExecWorld(tmp_path / "ledger", {
-        "operators": [addr("operator")],
-        "participants": [entry("bank", "cash_agent"), entry("issuer", "issuer"), entry("alice", "investor"),
-                         entry("bob", "investor")],
-        "currencies": [{"code": "MXN", "decimals": 2, "agent": addr("bank")}],
-    })
+    chain = ExecWorld.with_investors(tmp_path / "ledger", "alice", "bob")
     try:
         registered = chain.submit([key("issuer")], "securities", "register", name="Co", kind="equity",
                                   authorised_supply=100, prospectus_hash=PROSPECTUS, prospectus_uri="u")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -20,24 +24,34 @@ from ledger.tx import TxBody, sign
 from tests.cluster import free_ports
 
 
-@pytest.fixture
-async def node(tmp_path):
+@contextlib.asynccontextmanager
+async def solo_node(folder: Path, **settings: Any) -> AsyncIterator[Node]:
+    """One node, alone its own network on 127.0.0.1, ready; stopped on the way out.
+    `settings`: NetworkSpec's optional sections (api=ApiConfig(...), ...)."""
     p2p, api = free_ports(2)
     spec = NetworkSpec("api-test", (NodeSpec("solo", "127.0.0.1", p2p, api),), ("operator",),
                        batching=BatchingConfig(max_txs=50, timeout_ms=5),
                        mempool=MempoolConfig(max_txs=100),
-                       consensus=ConsensusConfig(tick_ms=10, election_ticks=5))
-    made = init_network(spec, tmp_path / "net")
+                       consensus=ConsensusConfig(tick_ms=10, election_ticks=5), **settings)
+    made = init_network(spec, folder / "net")
     n = Node(load_node(made.node_configs[0]))
     n.operator = KeyPair.load(made.operator_keys[0])
     n.url = f"http://127.0.0.1:{api}"
     await n.start()
-    for _ in range(500):
-        if n.readiness()[0]:
-            break
-        await asyncio.sleep(0.01)
-    yield n
-    await n.stop()
+    try:
+        for _ in range(500):
+            if n.readiness()[0]:
+                break
+            await asyncio.sleep(0.01)
+        yield n
+    finally:
+        await n.stop()
+
+
+@pytest.fixture
+async def node(tmp_path):
+    async with solo_node(tmp_path) as n:
+        yield n
 
 
 @pytest.fixture

@@ -10,21 +10,10 @@ import aiohttp
 import pytest
 
 from keiretsu_node import api, events
-from keiretsu_node.bootstrap import init_network
 from keiretsu_node.client import KeyPair
-from keiretsu_node.config import (
-    ApiConfig,
-    BatchingConfig,
-    ConsensusConfig,
-    MempoolConfig,
-    NetworkSpec,
-    NodeSpec,
-    load_node,
-)
+from keiretsu_node.config import ApiConfig
 from keiretsu_node.events import EventHub, NodeEvent
-from keiretsu_node.node import Node
-from tests.cluster import free_ports
-from tests.test_node_api import admit, assert_problem, get, post_tx
+from tests.test_node_api import admit, assert_problem, get, post_tx, solo_node
 
 MAX_SUBSCRIBERS = 1
 BEYOND_U64 = str(2**64)
@@ -32,22 +21,8 @@ BEYOND_U64 = str(2**64)
 
 @pytest.fixture
 async def node(tmp_path):
-    p2p, port = free_ports(2)
-    spec = NetworkSpec("api-limits", (NodeSpec("solo", "127.0.0.1", p2p, port),), ("operator",),
-                       batching=BatchingConfig(max_txs=50, timeout_ms=5), mempool=MempoolConfig(max_txs=100),
-                       consensus=ConsensusConfig(tick_ms=10, election_ticks=5),
-                       api=ApiConfig(max_event_subscribers=MAX_SUBSCRIBERS))
-    made = init_network(spec, tmp_path / "net")
-    n = Node(load_node(made.node_configs[0]))
-    n.operator = KeyPair.load(made.operator_keys[0])
-    n.url = f"http://127.0.0.1:{port}"
-    await n.start()
-    for _ in range(500):
-        if n.readiness()[0]:
-            break
-        await asyncio.sleep(0.01)
-    yield n
-    await n.stop()
+    async with solo_node(tmp_path, api=ApiConfig(max_event_subscribers=MAX_SUBSCRIBERS)) as n:
+        yield n
 
 
 @pytest.fixture
