@@ -9,6 +9,7 @@ import functools
 import itertools
 import logging
 import random
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from consensus.messages import (
 )
 from consensus.raft import Raft
 from consensus.ready import Ready, Role
-from consensus.snapshot_transfer import SnapshotSpool, chunk_stream
+from consensus.snapshot_transfer import SnapshotSpool, SpooledSnapshot, chunk_stream
 from consensus.storage import LogStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ MAX_PENDING_COMMANDS = 100_000  # proposals/reads waiting for the loop
 MAX_STEPS_PER_ROUND = 1_000  # inbox messages stepped before the next Ready is handled
 SNAPSHOT_SEND_RETRIES = 50
 SNAPSHOT_RETRY_DELAY_MS = 20
+READ_NONCE_BYTES = 8  # a read context is this nonce plus an 8-byte counter (16 bytes)
 
 
 class Transport(Protocol):
@@ -148,6 +150,11 @@ class RaftDriver:
         self._proposals: dict[int, tuple[int, asyncio.Future[int]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
+        # Read contexts are unique per driver run: a random nonce drawn at construction plus a
+        # counter. The leader's core no longer relies on them (it numbers its own read rounds),
+        # but this node matches READ_INDEX_RESP answers to its waiting reads by context, and an
+        # answer sent to an earlier run of this node (before a restart) must match nothing.
+        self._read_nonce = secrets.token_bytes(READ_NONCE_BYTES)
         self._read_ids = itertools.count(1)
         self._running = False
         self._core: Raft | None = None
@@ -278,7 +285,7 @@ class RaftDriver:
     async def read_index(self) -> int:
         """A linearizable barrier: returns once this node has applied every earlier commit."""
         core = self._require_core()
-        context = next(self._read_ids).to_bytes(8, "big")
+        context = self._read_nonce + next(self._read_ids).to_bytes(8, "big")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def command() -> None:
@@ -374,7 +381,10 @@ class RaftDriver:
             await self._wakeup.wait()
             self._wakeup.clear()
             for _ in range(min(len(self._inbox), MAX_STEPS_PER_ROUND)):
-                core.step(self._inbox.popleft())
+                msg = self._inbox.popleft()
+                if self._snapshot_unavailable(msg):
+                    continue
+                core.step(msg)
             while self._commands:
                 self._commands.popleft()()
             ticks, self._ticks_due = self._ticks_due, 0
@@ -389,6 +399,13 @@ class RaftDriver:
                 self._wakeup.set()
             if self._running:
                 await self._maybe_compact(core)
+
+    def _snapshot_unavailable(self, msg: Message) -> bool:
+        """A SNAPSHOT whose stream the spool no longer holds complete (a newer stream replaced
+        it while the message waited in the inbox) must not reach the core: the core would
+        decide to install a snapshot whose bytes are gone. The leader sends it again."""
+        return (msg.type == MessageType.SNAPSHOT and msg.snapshot is not None
+                and not self._spool.is_complete(msg.frm, msg.snapshot.index))
 
     def _may_send_before_persisting(self, core: Raft, rd: Ready) -> bool:
         """A leader's APPENDs may overlap its own disk write (Raft thesis §10.2.1): the core
@@ -406,8 +423,15 @@ class RaftDriver:
                 self._send(core, m)
         if rd.snapshot_to_install is not None:
             assert self._stage is not None
-            await self._stage.install(functools.partial(self._install_snapshot, rd),
-                                      rd.snapshot_to_install.index)
+            # Set aside before the first await: chunks that arrive from now on (a leader may
+            # stream again while we install) go to other files and cannot change these bytes.
+            spooled = self._spool.take(rd.snapshot_to_install.index)
+            try:
+                await self._stage.install(
+                    functools.partial(self._install_snapshot, rd, spooled),
+                    rd.snapshot_to_install.index)
+            finally:
+                self._spool.finish_install(spooled)
             self._settle_covered_proposals(rd.snapshot_to_install)
         elif rd.hard_state is not None or rd.entries_to_persist:
             # Raft's durability rule: on disk (fsync) before any message that depends on it.
@@ -447,13 +471,12 @@ class RaftDriver:
                     fut.set_exception(NotLeader(rd.soft_state.leader_id))
             self._reads.clear()
 
-    def _install_snapshot(self, rd: Ready) -> None:
+    def _install_snapshot(self, rd: Ready, spooled: SpooledSnapshot) -> None:
         meta = rd.snapshot_to_install
         assert meta is not None
         self.store.mark_snapshot_pending(meta)
-        self.app.install_snapshot(meta.index, meta.term, self._spool.chunks())
+        self.app.install_snapshot(meta.index, meta.term, spooled.chunks())
         self.store.save(rd.hard_state, rd.entries_to_persist, meta)
-        self._spool.discard()
 
     def _send(self, core: Raft, m: Message) -> None:
         if m.type == MessageType.SNAPSHOT:

@@ -4,7 +4,7 @@ No clocks, sockets, disks or global randomness: consensus/driver.py and the test
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from consensus.config import MAX_PENDING_READS, RaftConfig
 from consensus.errors import ProposalRefused, RefusalCode
@@ -45,10 +45,20 @@ class PersistentState:
 
 @dataclass
 class _PendingRead:
-    context: bytes
+    context: bytes  # the caller's, returned with the read; never matched against acks
     index: int
     requester: str  # our own id, or the follower that forwarded it
-    acks: set[str] = field(default_factory=set)
+    round: int = 0  # the read round whose heartbeats confirm it (see _leader_read_index)
+
+
+READ_ROUND_BYTES = 8  # a heartbeat's context: the leader's read round, big-endian
+
+
+def _read_round_of(context: bytes) -> int | None:
+    """The read round a heartbeat answer echoes, or None for one that carries none."""
+    if len(context) != READ_ROUND_BYTES:
+        return None
+    return int.from_bytes(context, "big")
 
 
 class Raft:
@@ -68,8 +78,13 @@ class Raft:
         self.votes: dict[str, bool] = {}
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
-        self.pending_reads: list[_PendingRead] = []
+        self.pending_reads: list[_PendingRead] = []  # in increasing round order
         self.reads_before_commit: list[_PendingRead] = []
+        # Read rounds: the leader numbers its read-index heartbeat rounds itself, so an answer
+        # names the round it confirms whatever contexts callers chose (they may repeat across
+        # nodes and restarts). Never reset while this core lives: a round id is never reused.
+        self.read_round = 0
+        self.read_round_acked: dict[str, int] = {}  # voter -> highest round it answered
         self.election_elapsed = 0
         self.randomized_timeout = config.election_ticks
         self.lead_transferee = ""
@@ -339,6 +354,7 @@ class Raft:
         self.pending_conf_index = 0
         self.pending_reads = []
         self.reads_before_commit = []
+        self.read_round_acked = {}
 
     def _become_follower(self, term: int, lead: str) -> None:
         self._reset(term)
@@ -614,7 +630,8 @@ class Raft:
                 continue
             pr.ticks_silent += 1
             if pr.ticks_silent >= self.cfg.heartbeat_ticks:
-                self._send_heartbeat(pid, pr, b"")
+                # Sent after every pending read was registered, so its answer may confirm them.
+                self._send_heartbeat(pid, pr, self._read_round_context())
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         for pid, pr in self.prs.items():
@@ -630,7 +647,14 @@ class Raft:
     # ==== linearizable reads (Raft thesis §6.4) =============================================
 
     def _leader_read_index(self, context: bytes, requester: str) -> None:
-        req = _PendingRead(context, self.log.committed, requester, {self.id})
+        """Record the commit index for a read, then confirm leadership with a new read round.
+
+        The heartbeats carry the round id (this core's own counter), not the caller's context:
+        callers' contexts may collide (every driver once counted from 1), and an answer to an
+        earlier round, matched by context, released a later read without any heartbeat sent
+        after it (a deposed leader then served a stale read).
+        """
+        req = _PendingRead(context, self.log.committed, requester)
         if len(self.pending_reads) + len(self.reads_before_commit) >= MAX_PENDING_READS:
             if requester == self.id:
                 raise ProposalRefused(RefusalCode.TOO_MANY_PENDING_READS, self.id)
@@ -641,21 +665,37 @@ class Raft:
         if len(self.conf.voters) == 1:
             self._release_read(req)
             return
+        self.read_round += 1
+        req.round = self.read_round
         self.pending_reads.append(req)
-        self._bcast_heartbeat(context)
+        self._bcast_heartbeat(self._read_round_context())
+
+    def _read_round_context(self) -> bytes:
+        """The heartbeat context: the latest read round while reads wait, else nothing."""
+        if not self.pending_reads:
+            return b""
+        return self.read_round.to_bytes(READ_ROUND_BYTES, "big")
 
     def _ack_read(self, context: bytes, voter: str) -> None:
-        if voter not in self.conf.voters:
+        """A voter answered a heartbeat of read round `context`: it confirms our leadership as
+        of that heartbeat, so for every read registered at or before that round."""
+        acked = _read_round_of(context)
+        if acked is None or voter not in self.conf.voters:
             return
-        for pos, req in enumerate(self.pending_reads):
-            if req.context == context:
-                req.acks.add(voter)
-                if len(req.acks) >= quorum(len(self.conf.voters)):
-                    done, self.pending_reads = (self.pending_reads[: pos + 1],
-                                                self.pending_reads[pos + 1:])
-                    for r in done:
-                        self._release_read(r)
-                return
+        if acked > self.read_round:
+            return  # not a round this core sent: ignore, never trust it
+        if acked <= self.read_round_acked.get(voter, 0):
+            return
+        self.read_round_acked[voter] = acked
+        rounds = sorted((self.read_round if v == self.id else self.read_round_acked.get(v, 0)
+                         for v in self.conf.voters), reverse=True)
+        confirmed = rounds[quorum(len(self.conf.voters)) - 1]
+        done = 0
+        while done < len(self.pending_reads) and self.pending_reads[done].round <= confirmed:
+            done += 1
+        released, self.pending_reads = self.pending_reads[:done], self.pending_reads[done:]
+        for r in released:
+            self._release_read(r)
 
     def _release_read(self, req: _PendingRead) -> None:
         if req.requester == self.id:

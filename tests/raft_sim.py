@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from consensus.config import RaftConfig
 from consensus.errors import ProposalRefused
 from consensus.log import LogInvariantError
+from consensus.membership import quorum
 from consensus.messages import (
     ConfChange,
     ConfChangeType,
@@ -26,6 +27,11 @@ from consensus.ready import ReadState, Ready, Role
 
 ELECTION_TICKS = 10
 MAX_DELAY_UNITS = 8  # a message is delivered 1..this many time units after it is sent
+# Some seeds deliver a few messages late, up to this many units after they were sent: longer
+# than an election even on the slowest clock (20 ticks x 6 units), as a transport queue that
+# held a message over a reconnect can. An answer to a heartbeat sent before a read began can
+# then reach a leader deposed in the meantime, the history that stale reads need.
+LATE_DELAY_UNITS = 150
 FAULT_PHASE_UNITS = 1200
 HEAL_BOUND_UNITS = 2500  # liveness: after healing, a leader commits within this many units
 COMPACT_KEEP_ENTRIES = 8
@@ -64,6 +70,10 @@ class SimNode:
         self.raft_cls = raft_cls
         self.append_bytes = append_bytes
         self.rng = random.Random(seed)
+        # Read contexts as a driver once made them: a counter from 1 on every node, so the
+        # same context is in use on several nodes at once. It survives a restart here, as the
+        # driver's per-run nonce keeps one node's contexts unique across its restarts.
+        self.read_ids = 0
         self.raft = self._boot()
         self.checked_commit = self.raft.log.committed
 
@@ -130,6 +140,23 @@ class Checker:
                 self.fail(f"committed entry {index} differs on {node.id}: {known[0]} vs {term}")
         node.checked_commit = max(node.checked_commit, log.committed)
 
+    def on_read(self, node: SimNode, rs: ReadState, needed: int,
+                terms_then: dict[str, int]) -> None:
+        """ReadIndex (thesis §6.4): the read point covers every commit made before the read
+        began, and a leader serving its own read had a quorum that was still in its term when
+        the read began (so no newer leader could have been elected yet)."""
+        if rs.index < needed:
+            self.fail(f"Linearizable read: {node.id} read at {rs.index} but {needed} "
+                      f"was already committed when the read began")
+        r = node.raft
+        if r.role != Role.LEADER:
+            return
+        with_us = [v for v in r.conf.voters if terms_then.get(v, 0) <= r.term]
+        if len(with_us) < quorum(len(r.conf.voters)):
+            self.fail(f"Linearizable read: leader {node.id} (term {r.term}) served a read "
+                      f"although only {with_us} of {r.conf.voters} were at or below its term "
+                      f"when the read began: a newer leader may have existed")
+
     def on_apply(self, node: SimNode, term: int, data: bytes) -> None:
         index = len(node.disk.app) + 1
         known = self.applied.setdefault(index, (term, data))
@@ -162,11 +189,14 @@ class Simulation:
         # Swarm testing: each seed draws its own fault mix, so some seeds churn leaders
         # violently (where figure-8 style bugs live) while others stay mostly calm.
         self.churn_p = self.rng.choice((0.002, 0.005, 0.02, 0.05))
+        self.late_p = self.rng.choice((0.0, 0.0, 0.005, 0.02))  # per message, fault phase only
+        self.read_p = self.rng.choice((0.01, 0.05))  # per unit: a read-index request
         self.check = Checker()
         self.snap_data: dict[int, list[tuple[int, bytes]]] = {}  # app state by index
         self.proposed = 0
-        self.reads: dict[bytes, int] = {}  # read context -> commit index acknowledged before it
-        self.read_seq = 0
+        # (node, read context) -> (the highest commit any node knew when the read began, each
+        # node's durable term then)
+        self.reads: dict[tuple[str, bytes], tuple[int, dict[str, int]]] = {}
         self.stats = {"delivered": 0, "dropped": 0, "crashes": 0, "snapshots": 0,
                       "conf_changes": 0, "leaders": 0, "reads": 0, "transfers": 0}
 
@@ -248,10 +278,9 @@ class Simulation:
                 disk.synced_hard_state = hs
         self.check.on_commit(node)
         for rs in rd.read_states:
-            needed = self.reads.pop(rs.context, None)
-            if needed is not None and rs.index < needed:
-                self.check.fail(f"Linearizable read: {node.id} read at {rs.index} but {needed} "
-                                f"was already committed when the read began")
+            began = self.reads.pop((node.id, rs.context), None)
+            if began is not None:
+                self.check.on_read(node, rs, *began)
             self.stats["reads"] += 1
         if not early:
             for m in rd.messages:
@@ -279,7 +308,10 @@ class Simulation:
         copies = 2 if self.rng.random() < self.dup_p else 1
         for _ in range(copies):
             self.seq += 1
-            at = self.now + self.rng.randint(1, MAX_DELAY_UNITS)
+            delay = self.rng.randint(1, MAX_DELAY_UNITS)
+            if self.late_p and self.rng.random() < self.late_p:
+                delay = self.rng.randint(MAX_DELAY_UNITS, LATE_DELAY_UNITS)
+            at = self.now + delay
             heapq.heappush(self.net, (at, self.seq, m))
 
     # ---- faults ------------------------------------------------------------------------------
@@ -314,10 +346,13 @@ class Simulation:
             self._strike_leader()
         if dead and rng.random() < self.churn_p:
             rng.choice(dead).restart()
+        if rng.random() < self.read_p:
+            # Half the reads go to a node that believes it leads (clients ask the leader they
+            # know), which may be a deposed leader that has not noticed yet.
+            leading = [n for n in alive if n.raft.role == Role.LEADER]
+            self._read(rng.choice(leading if leading and rng.random() < 0.5 else alive))
         if roll > 0.9:
             self._propose()
-        elif roll > 0.89:
-            self._read(rng.choice(alive))
         elif roll > 0.888:
             self._transfer()
         elif roll > 0.88:
@@ -335,6 +370,17 @@ class Simulation:
         else:
             self.blocked = {(a, b) for a in self.ids for b in self.ids
                             if (a == leader.id) != (b == leader.id)}
+            if self.late_p:
+                self._hold_in_flight_to(leader.id)
+
+    def _hold_in_flight_to(self, node_id: str) -> None:
+        """What is already on the wire to a node being cut off arrives late, as a transport
+        queue delivers it after a reconnect: answers the node asked for before the cut can
+        reach it after a newer leader was elected."""
+        held = [(self.now + self.rng.randint(MAX_DELAY_UNITS, LATE_DELAY_UNITS), seq, m)
+                for at, seq, m in self.net if m.to == node_id]
+        self.net = [item for item in self.net if item[2].to != node_id] + held
+        heapq.heapify(self.net)
 
     def _partition(self) -> None:
         rng = self.rng
@@ -366,14 +412,18 @@ class Simulation:
         return index
 
     def _read(self, node: SimNode) -> None:
-        self.read_seq += 1
-        ctx = b"read-%d" % self.read_seq  # unique: duplicated responses must not match
+        node.read_ids += 1
+        # Unique on this node only: nodes' contexts collide, as the driver's once did, so a core
+        # that matched heartbeat answers to reads by caller context would be caught here.
+        ctx = node.read_ids.to_bytes(8, "big")
         acknowledged = max(n.raft.log.committed for n in self.nodes.values())
+        # Durable terms: an unsynced term is lost in a torn crash and was never seen by a peer.
+        terms = {n.id: n.disk.synced_hard_state.term for n in self.nodes.values()}
         try:
             node.raft.read_index(ctx)
         except ProposalRefused:
             return
-        self.reads[ctx] = acknowledged
+        self.reads[(node.id, ctx)] = (acknowledged, terms)
         self._process(node)
 
     def _transfer(self) -> None:
@@ -421,7 +471,7 @@ class Simulation:
 
     def _heal(self) -> None:
         self.blocked = set()
-        self.drop_p = self.dup_p = 0.0
+        self.drop_p = self.dup_p = self.late_p = 0.0
         for node in self.nodes.values():
             node.period = 4
             if not node.alive:

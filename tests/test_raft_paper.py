@@ -355,6 +355,67 @@ def test_6_4_follower_read_index_is_served_by_the_leader() -> None:
     assert states and states[0].index >= idx and states[0].context == b"f"
 
 
+def _elected_leader_with_committed_entry() -> LockstepNet:
+    net = cluster(pre_vote=True, check_quorum=True)
+    net.elect("1")
+    net.peers["1"].propose(b"w")
+    net.stabilize()
+    return net
+
+
+def test_6_4_an_answer_to_an_earlier_round_never_releases_a_later_read() -> None:
+    """ReadIndex needs a quorum of answers to heartbeats sent after the read was registered.
+    Callers' contexts may repeat across nodes (every driver once counted from 1): follower 2's
+    read and the leader's own later read both use context 1, and follower 3's late answer to
+    the heartbeat for follower 2's read must not release the leader's read. (With matching by
+    context it did; a deposed leader then served a stale read.)"""
+    net = _elected_leader_with_committed_entry()
+    leader, ctx = net.peers["1"], (1).to_bytes(8, "big")
+    net.peers["2"].read_index(ctx)
+    net.stabilize()  # the forwarded read is confirmed by leader + 2 and answered ...
+    assert [m.context for m in net.log if m.type == MT.READ_INDEX_RESP] == [ctx]
+    late = [m for m in net.log if m.type == MT.HEARTBEAT_RESP and m.frm == "3" and m.context]
+    assert late  # ... and 3's answer to that round exists: we hold a copy back as "late"
+    net.isolate("1")  # the leader's next heartbeats and their answers are lost
+    leader.read_index(ctx)
+    net.stabilize()
+    assert not net.read_states["1"]
+    leader.step(late[-1])  # the late answer to the round before the read arrives
+    net.drain("1")
+    assert not net.read_states["1"]  # one old answer proves nothing about now
+    net.heal()
+    for _ in range(leader.cfg.heartbeat_ticks):
+        leader.tick()  # a heartbeat sent after the read: its answers confirm it
+    net.stabilize()
+    assert [rs.context for rs in net.read_states["1"]] == [ctx]
+    assert net.read_states["1"][0].index == leader.log.committed
+
+
+def test_6_4_reads_with_the_same_context_from_different_nodes_are_each_answered() -> None:
+    net = _elected_leader_with_committed_entry()
+    ctx = (1).to_bytes(8, "big")
+    for node in ("1", "2", "3"):
+        net.peers[node].read_index(ctx)
+    net.stabilize()
+    assert [rs.context for rs in net.read_states["1"]] == [ctx]
+    answered = sorted(m.to for m in net.log if m.type == MT.READ_INDEX_RESP)
+    assert answered == ["2", "3"]
+
+
+def test_6_4_heartbeats_carry_the_leaders_read_round_not_the_callers_context() -> None:
+    net = _elected_leader_with_committed_entry()
+    leader = net.peers["1"]
+    before = leader.read_round
+    leader.read_index(b"caller-context")
+    sent = [m for m in msgs_of(leader) if m.type == MT.HEARTBEAT]
+    assert {m.context for m in sent} == {(before + 1).to_bytes(8, "big")}
+    # A forged or garbled answer naming a round never sent is ignored, never trusted.
+    for frm in ("2", "3"):
+        leader.step(Message(MT.HEARTBEAT_RESP, "1", frm, leader.term,
+                            context=(before + 9).to_bytes(8, "big")))
+    assert not leader.ready().read_states
+
+
 # ---- thesis §4: membership, one server at a time, via learners -------------------------------
 
 def test_4_learner_catches_up_without_voting_then_is_promoted() -> None:
