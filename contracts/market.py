@@ -366,14 +366,18 @@ def cancel_account_orders(ctx: Context, account: str, reason: str) -> None:
     """An operator or regulator cancels an account's resting orders (up to MAX_FORCED_CANCELS
     per transaction; send again for more), e.g. so a forced transfer finds the units free."""
     by = _require_venue_authority(ctx)
-    orders = list(orderbook.account_orders(ctx, account, MAX_FORCED_CANCELS))
+    # Ids first, each order read again just before it leaves: taking one off its level rewrites
+    # its neighbours' links, so a record read before that (the next of the same account at the
+    # same price) would point at the order just removed.
+    order_ids = orderbook.account_order_ids(ctx, account, MAX_FORCED_CANCELS)
     specs: dict[tuple[str, str], BookSpec] = {}
-    for order in orders:
+    for order_id in order_ids:
+        order = orderbook.linked(ctx, order_id)
         pair = (order.isin, order.currency)
         if pair not in specs:
             specs[pair] = _spec(order.isin, order.currency, require_book(ctx, *pair))
         take_off_book(ctx, specs[pair], order, orderbook.CANCEL, "by_authority")
-    ctx.emit("account_orders_cancelled", account=account, count=len(orders), reason=reason, by=by)
+    ctx.emit("account_orders_cancelled", account=account, count=len(order_ids), reason=reason, by=by)
 
 
 # ---------------------------------------------------------------- for corporate actions

@@ -225,7 +225,7 @@ def get_order(ctx: Context, order_id: int) -> Order | None:
     return None if raw is None else Order.unpack(raw)
 
 
-def _linked(ctx: Context, order_id: int) -> Order:
+def linked(ctx: Context, order_id: int) -> Order:
     """An order the book's links point at: missing would be a bug of ours, not a user's."""
     found = get_order(ctx, order_id)
     if found is None:
@@ -267,7 +267,7 @@ def head_of_level(ctx: Context, isin: str, currency: str, side: str, price: int)
     level = get_level(ctx, isin, currency, side, price)
     if level is None:
         raise InvariantViolation(f"{side} price {price} has no level")
-    return level, _linked(ctx, level.head_id)
+    return level, linked(ctx, level.head_id)
 
 
 def levels(ctx: Context, isin: str, currency: str, side: str) -> Iterator[tuple[int, Level]]:
@@ -283,18 +283,27 @@ def level_orders(ctx: Context, level: Level, limit: int) -> Iterator[Order]:
     for _ in range(limit):
         if order_id == NO_ORDER:
             return
-        order = _linked(ctx, order_id)
+        order = linked(ctx, order_id)
         yield order
         order_id = order.next_id
 
 
 def account_orders(ctx: Context, owner: str, limit: int) -> Iterator[Order]:
-    """An account's resting orders, oldest first, at most `limit`."""
+    """An account's resting orders, oldest first, at most `limit` (to read: a record read
+    here is stale once a neighbour of it leaves the book; see account_order_ids)."""
+    for order_id in account_order_ids(ctx, owner, limit):
+        yield linked(ctx, order_id)
+
+
+def account_order_ids(ctx: Context, owner: str, limit: int) -> list[int]:
+    """The ids of an account's resting orders, oldest first, at most `limit`."""
     prefix = account_prefix(owner)
-    for count, (key, _) in enumerate(ctx.state.iter_prefix(prefix)):
-        if count >= limit:
-            return
-        yield _linked(ctx, int.from_bytes(key[len(prefix):], "big"))
+    ids = []
+    for key, _ in ctx.state.iter_prefix(prefix):
+        if len(ids) >= limit:
+            break
+        ids.append(int.from_bytes(key[len(prefix):], "big"))
+    return ids
 
 
 def due_expiries(ctx: Context, time_ms: int, limit: int) -> list[int]:
@@ -338,7 +347,7 @@ def rest(ctx: Context, order: Order) -> Order:
         level = _new(Level, msgpack.unpackb(raw))
         if level.quantity + order.remaining > MAX_AMOUNT:
             raise ContractError(Reason.LIMIT_EXCEEDED, f"the level at {order.price} cannot hold more")
-        tail = _linked(ctx, level.tail_id)
+        tail = linked(ctx, level.tail_id)
         state.put(order_key(tail.order_id), _pack(tail.linked(tail.prev_id, order.order_id)))
         order = order.linked(level.tail_id, NO_ORDER)
         _put_level(ctx, key, (level.head_id, order.order_id, level.quantity + order.remaining, level.orders + 1))
@@ -385,12 +394,12 @@ def remove(ctx: Context, order: Order, tick_size: int = 0, level: Level | None =
     if order.prev_id == NO_ORDER:
         head = order.next_id
     else:
-        before = _linked(ctx, order.prev_id)
+        before = linked(ctx, order.prev_id)
         state.put(order_key(before.order_id), _pack(before.linked(before.prev_id, order.next_id)))
     if order.next_id == NO_ORDER:
         tail = order.prev_id
     else:
-        after = _linked(ctx, order.next_id)
+        after = linked(ctx, order.next_id)
         state.put(order_key(after.order_id), _pack(after.linked(order.prev_id, after.next_id)))
     if level.orders == 1:
         state.delete(key)

@@ -1,8 +1,9 @@
 """The market contract against the reference model (tests/book_model.py), step by step.
 
 Hypothesis drives the same random order flow (limit GTC/GTT, IOC, FOK, market orders,
-cancels, replaces, block times passing) into both and compares every outcome, fill, resting
-order and balance; invariants that need no model are checked after every step too.
+cancels, replaces, forced cancels of an account, block times passing) into both and compares
+every outcome, fill, resting order and balance; invariants that need no model are checked after
+every step too.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ class MarketAgainstModel(RuleBasedStateMachine):
         outcome, fills, _ = self.model.place(owner, side, quantity, price, model_tif, self.world.time_ms, expires)
         self._compare_outcome(done, outcome, fills, side, price)
 
+    @rule(trader=st.integers(0, TRADERS - 1), side=st.sampled_from([BUY, SELL]), quantity=lots, price=prices)
+    def quote_twice(self, trader: int, side: str, quantity: int, price: int) -> None:
+        """A market maker's habit: two orders at one price in a row, next to each other in the
+        level's queue unless the first one trades."""
+        for _ in range(2):
+            self.place(trader, side, quantity, price, "gtc", 1, 1)
+
     def _compare_outcome(self, done: Outcome, outcome: str, fills: list[Fill], side: str, limit: int) -> None:
         if outcome == "refused":
             assert not done.ok, "the contract accepted an order the model refuses"
@@ -106,6 +114,19 @@ class MarketAgainstModel(RuleBasedStateMachine):
         if outcome == "refused":
             self.model = saved
         self._compare_outcome(done, outcome, fills, order.side, price)
+
+    @rule(trader=st.integers(0, TRADERS - 1))
+    def cancel_account(self, trader: int) -> None:
+        """The regulator cancels every resting order of one account, halted or not; an account
+        often has several orders queued at one price (a forced cancel once stopped on that)."""
+        owner = self.world.investors[trader]
+        done = self.world.call(self.world.regulator, "market", "cancel_account_orders", account=owner,
+                               reason="test")
+        assert done.ok, done.detail
+        mine = [o for o in self.model.resting if o.owner == owner]
+        assert done.of_kind("account_orders_cancelled")[0]["count"] == len(mine)
+        for order in mine:
+            assert self.model.cancel(owner, order.order_id)
 
     @rule(roll=st.integers(0, 3))
     def halt_or_resume(self, roll: int) -> None:

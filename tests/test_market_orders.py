@@ -297,6 +297,25 @@ def test_a_corporate_action_can_withdraw_every_order_on_the_security_in_bounded_
     assert w.balance(CURRENCY, a).locked == 0 and w.balance(w.isin, b).locked == 0
 
 
+def test_a_forced_cancel_takes_an_accounts_orders_queued_next_to_each_other_at_one_price() -> None:
+    """A market maker quoting one price has its orders next to each other in the level's queue;
+    each is read again just before it leaves (a record read before its neighbour left points at
+    it, and the removal once stopped every node on the block)."""
+    w = World()
+    a, b = w.investors[:2]
+    for _ in range(3):
+        w.order(a, "buy", 10, 90)
+    w.order(b, "buy", 10, 90)
+    w.order(a, "sell", 10, 100)
+    w.order(a, "sell", 10, 100)
+    done = w.must(w.operator, "market", "cancel_account_orders", account=a, reason="suspension")
+    assert done.of_kind("account_orders_cancelled")[0]["count"] == 5
+    depth = market.depth(w.query_ctx(), w.isin, CURRENCY)
+    assert [(lv.price, lv.quantity, lv.orders) for lv in depth.bids] == [(90, 10, 1)] and depth.asks == []
+    assert market.open_orders(w.query_ctx(), a) == []
+    assert w.balance(CURRENCY, a).locked == 0 and w.balance(w.isin, a).locked == 0
+
+
 def test_an_operator_or_regulator_can_cancel_an_accounts_orders(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(market, "MAX_FORCED_CANCELS", 2)
     w = World()
