@@ -53,11 +53,12 @@ def require_currency(ctx: Context, code: str) -> Currency:
 
 
 def _register(ctx: Context, code: str, decimals: int, agent: str) -> None:
+    """Codes in the documented order: UNAUTHORIZED (agent), ALREADY_EXISTS, BAD_ARGUMENTS."""
+    participants.require_active(ctx, agent, CASH_AGENT, Reason.UNAUTHORIZED)
     if get_currency(ctx, code) is not None:
         raise ContractError(Reason.ALREADY_EXISTS, f"currency {code} exists")
     if not 0 <= decimals <= MAX_CURRENCY_DECIMALS:
         raise ContractError(Reason.BAD_ARGUMENTS, f"decimals must be 0..{MAX_CURRENCY_DECIMALS}")
-    participants.require_active(ctx, agent, CASH_AGENT, Reason.UNAUTHORIZED)
     ctx.put(currency_key(code), {"decimals": decimals, "agent": agent})
     ctx.touch(code)
     ctx.emit("currency_registered", currency=code, decimals=decimals, agent=agent)
@@ -79,7 +80,7 @@ def register_currency(ctx: Context, currency: str, decimals: int, agent: str) ->
 def mint(ctx: Context, currency: str, to: str, amount: int, deposit_ref: str) -> None:
     """The currency's agent mints against an off-ledger deposit, to an eligible holder."""
     found = require_currency(ctx, currency)
-    if ctx.sender != found.agent:
+    if found.agent not in ctx.signers:  # any signer: the agent need not sign first
         raise ContractError(Reason.UNAUTHORIZED, f"only {found.agent} mints {currency}")
     participants.require_active(ctx, found.agent, CASH_AGENT, Reason.UNAUTHORIZED)
     participants.require_eligible(ctx, to, Reason.RECEIVER_NOT_ELIGIBLE)
@@ -92,7 +93,7 @@ def mint(ctx: Context, currency: str, to: str, amount: int, deposit_ref: str) ->
 def burn(ctx: Context, currency: str, amount: int, withdrawal_ref: str) -> None:
     """The agent burns cash it holds when paying it out off-ledger."""
     found = require_currency(ctx, currency)
-    if ctx.sender != found.agent:
+    if found.agent not in ctx.signers:  # any signer: the agent need not sign first
         raise ContractError(Reason.UNAUTHORIZED, f"only {found.agent} burns {currency}")
     participants.require_active(ctx, found.agent, CASH_AGENT, Reason.UNAUTHORIZED)
     compliance.check_spendable(ctx, found.agent, currency, amount)

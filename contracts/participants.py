@@ -125,16 +125,21 @@ def require_active(ctx: Context, address: str, role: str | None = None,
     return found
 
 
-def require_eligible(ctx: Context, address: str, reason: Reason) -> Participant:
+def require_eligible(ctx: Context, address: str, reason: Reason, role: str | None = None) -> Participant:
     """A participant that may send or receive assets now.
 
-    `reason` (SENDER_NOT_ELIGIBLE or RECEIVER_NOT_ELIGIBLE) if it was never admitted;
-    PARTICIPANT_SUSPENDED if it is suspended, whichever side it is on (the detail says which).
+    `reason` (SENDER_NOT_ELIGIBLE or RECEIVER_NOT_ELIGIBLE) if it was never admitted or lacks
+    `role` (if named); then PARTICIPANT_SUSPENDED if it is suspended, whichever side it is on (the
+    detail says which). That order is docs/CONTRACTS.md's: a receiver that may never hold the
+    asset is told so before it is told it is suspended.
     """
     found = _PARTICIPANTS.get(ctx, participant_key(address), address)  # get(), one call less
     if found is None:
         side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
         raise ContractError(reason, f"{side} {address} is not an admitted participant")
+    if role is not None and role not in found.roles:
+        side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
+        raise ContractError(reason, f"{side} {address} does not hold the {role} role")
     if found.status != ACTIVE:  # found.active, without a property call: twice per transfer
         side = "sender" if reason == Reason.SENDER_NOT_ELIGIBLE else "receiver"
         raise ContractError(Reason.PARTICIPANT_SUSPENDED, f"{side} {address} is suspended")
@@ -281,9 +286,14 @@ def recoveries(ctx: Context, address: str) -> list[Recovery]:
 
 
 def _key_in_use(ctx: Context, address: str, new_key: bytes) -> str | None:
-    """Why new_key may not take over `address`, or None if it may."""
-    if ctx.state.get(auth.key_binding_key(new_key)) is not None:
-        return "the new key is already bound to an account"
+    """Why new_key may not take over `address`, or None if it may.
+
+    A key bound to `address` itself by an earlier recovery (its original key after a restore, or
+    a key it used before) is not in use by another account, so the account may be given it back.
+    """
+    bound_to = ctx.state.get(auth.key_binding_key(new_key))
+    if bound_to is not None and bound_to != address.encode("ascii"):
+        return "the new key is already bound to another account"
     own = address_of(new_key)
     if own == address:
         return None  # giving the account back the key it was derived from
@@ -314,8 +324,7 @@ def recover_key(ctx: Context, address: str, new_public_key: bytes, reason: str) 
     The holdings stay at the same address; from this block the old key is refused (KEY_REVOKED)
     and the new key signs for the address. Each recovery is recorded and emitted.
     """
-    operator = require_operator(ctx)
-    regulator = _co_signing_regulator(ctx, operator)
+    operator, regulator = _operator_and_regulator(ctx)
     if get(ctx, address) is None:
         raise ContractError(Reason.NOT_FOUND, f"{address} is not a participant")
     if not reason:
@@ -339,13 +348,26 @@ def recover_key(ctx: Context, address: str, new_public_key: bytes, reason: str) 
              regulator=regulator, reason=reason)
 
 
-def _co_signing_regulator(ctx: Context, operator: str) -> str:
-    """A regulator that signed besides the operator: one party alone cannot take an account."""
-    for signer in ctx.signers:
-        found = get(ctx, signer)
-        if signer != operator and found is not None and found.active and found.has_role(REGULATOR):
-            return signer
+def _operator_and_regulator(ctx: Context) -> tuple[str, str]:
+    """A signing operator and a different signing active regulator: one party alone cannot take
+    an account. Any such pair among the signers will do, whatever their order (an operator that
+    is also a regulator may be either side); the first pair in signer order is the one recorded.
+    UNAUTHORIZED if no operator signed, else SIGNATURE_REQUIRED if no pair exists.
+    """
+    operators = [signer for signer in ctx.signers if is_operator(ctx, signer)]
+    if not operators:
+        raise ContractError(Reason.UNAUTHORIZED, "an operator must sign")
+    regulators = [signer for signer in ctx.signers if _is_active_regulator(ctx, signer)]
+    for operator in operators:
+        for regulator in regulators:
+            if regulator != operator:
+                return operator, regulator
     raise ContractError(Reason.SIGNATURE_REQUIRED, "a regulator other than the operator must co-sign")
+
+
+def _is_active_regulator(ctx: Context, address: str) -> bool:
+    found = get(ctx, address)
+    return found is not None and found.active and found.has_role(REGULATOR)
 
 
 # ---------------------------------------------------------------- admission in bulk

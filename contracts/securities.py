@@ -116,9 +116,7 @@ def check_receiver(ctx: Context, instrument: Instrument, account: str, *, freed_
                    frozen: bool | None = None) -> None:
     """May `account` receive this security now? `freed_slots` = holders the same move removes;
     `frozen`: compliance.is_frozen(account, the security), if the caller has just asked it."""
-    found = participants.require_eligible(ctx, account, Reason.RECEIVER_NOT_ELIGIBLE)
-    if not found.has_role(participants.INVESTOR):
-        raise ContractError(Reason.RECEIVER_NOT_ELIGIBLE, f"receiver {account} is not an investor")
+    found = participants.require_eligible(ctx, account, Reason.RECEIVER_NOT_ELIGIBLE, participants.INVESTOR)
     if instrument.qualified_only and not found.qualified:
         raise ContractError(Reason.QUALIFIED_ONLY, f"{instrument.isin} is for qualified investors only")
     if compliance.is_frozen(ctx, account, instrument.isin) if frozen is None else frozen:
@@ -180,8 +178,12 @@ def issue_to(ctx: Context, instrument: Instrument, to: str, quantity: int) -> No
     balances.issue(ctx, instrument.isin, to, quantity)
 
 
-def _require_issuer(ctx: Context, instrument: Instrument) -> None:
+def _require_issuer(ctx: Context, instrument: Instrument, *also_signing: str) -> None:
+    """The instrument's issuer, and every party named, signed (SIGNATURE_REQUIRED); then the issuer
+    is active (UNAUTHORIZED): the documented order of issue's and redeem's codes."""
     ctx.require_signer(instrument.issuer)
+    for party in also_signing:
+        ctx.require_signer(party)
     participants.require_active(ctx, instrument.issuer, participants.ISSUER, Reason.UNAUTHORIZED)
 
 
@@ -189,7 +191,8 @@ def _require_issuer(ctx: Context, instrument: Instrument) -> None:
 
 
 def _bond_terms(ctx: Context, kind: str, terms: dict[str, Any]) -> dict[str, Any]:
-    """Validated bond terms (BAD_ARGUMENTS naming the rule), or all-None for an equity."""
+    """Validated bond terms (BAD_ARGUMENTS naming the rule), or all-None for an equity. The
+    caller has checked that a named currency exists (UNKNOWN_ASSET comes before these codes)."""
     given = {k: v for k, v in terms.items() if v is not None}
     if kind == EQUITY:
         if given:
@@ -199,7 +202,6 @@ def _bond_terms(ctx: Context, kind: str, terms: dict[str, Any]) -> dict[str, Any
     missing = [k for k in BOND_TERMS if k not in given]
     if missing:
         raise ContractError(Reason.BAD_ARGUMENTS, f"a bond needs {missing}")
-    cash.require_currency(ctx, terms["currency"])
     schedule = tuple(terms["coupon_schedule_ms"])
     maturity = terms["maturity_ms"]
     if maturity <= ctx.block.time_ms:
@@ -224,9 +226,14 @@ def register(ctx: Context, name: str, kind: str, authorised_supply: int, prospec
              lockup_until_ms: int = 0, face_value_minor: int | None = None, currency: str | None = None,
              coupon_rate_bps: int | None = None, coupon_schedule_ms: list[int] | None = None,
              maturity_ms: int | None = None) -> None:
-    """An active issuer registers a security; the ledger assigns its ISIN (in the event)."""
-    issuer = ctx.sender
-    participants.require_active(ctx, issuer, participants.ISSUER, Reason.UNAUTHORIZED)
+    """An active issuer registers a security; the ledger assigns its ISIN (in the event).
+
+    The issuer is the first signer that is an active issuer, wherever it is among the signers.
+    Codes in the documented order: UNAUTHORIZED, UNKNOWN_ASSET (a named currency), BAD_ARGUMENTS.
+    """
+    issuer = participants.require_role_signer(ctx, participants.ISSUER)
+    if currency is not None:
+        cash.require_currency(ctx, currency)
     if not name:
         raise ContractError(Reason.BAD_ARGUMENTS, "a security has a name")
     terms = _bond_terms(ctx, kind, {
@@ -271,8 +278,7 @@ def redeem(ctx: Context, isin: str, holder: str, quantity: int, currency: str | 
     """Issuer and holder both sign: the holder's free units are retired, and if `currency` and
     `amount` are given the issuer pays the holder in the same transaction (both or neither)."""
     instrument = require_instrument(ctx, isin)
-    _require_issuer(ctx, instrument)
-    ctx.require_signer(holder)
+    _require_issuer(ctx, instrument, holder)
     if (currency is None) != (amount is None):
         raise ContractError(Reason.BAD_ARGUMENTS, "a redemption payment names both currency and amount")
     if instrument.paused:
