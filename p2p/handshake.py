@@ -33,7 +33,8 @@ class RefusalCode(enum.Enum):
     VERSION_MISMATCH = "version_mismatch"
     WRONG_DIALER = "wrong_dialer"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
-    TOO_MANY_PENDING = "too_many_pending_handshakes"
+    FIRST_BYTES_TIMEOUT = "first_bytes_timeout"  # silent after accept: no TLS ClientHello
+    TOO_MANY_PENDING = "too_many_pending_handshakes"  # evicted, oldest first, for a newcomer
     CONNECTION_LOST = "connection_lost_in_handshake"
 
 

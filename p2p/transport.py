@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 from collections import Counter
@@ -38,6 +39,7 @@ from p2p.handshake import (
 )
 from p2p.identity import IdentityError, NodeIdentity, PeerInfo
 from p2p.link import Link, close_stream
+from p2p.pending import PendingHandshakes, source_of
 from p2p.send_queue import SendQueue
 from p2p.stats import PeerCounters, PeerStats, TransportStats
 
@@ -55,6 +57,46 @@ class _Peer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     counters: PeerCounters = field(default_factory=PeerCounters)
     link: Link | None = None
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One inbound connection between accept and authentication, with its deadlines.
+
+    The deadline starts at the first-bytes bound and is extended to the handshake bound once the
+    ClientHello starts arriving; an eviction moves it to now. Both are measured from accept."""
+
+    transport: asyncio.WriteTransport
+    first_bytes_by_s: float  # loop time
+    handshake_by_s: float  # loop time
+    deadline: asyncio.Timeout | None = None  # set once the handshake task runs
+    sent_first_bytes: bool = False
+    evicted: bool = False
+
+    def evict(self) -> None:
+        """End this handshake now: another connection needs its slot."""
+        self.evicted = True
+        if self.deadline is not None and not self.deadline.expired():
+            self.deadline.reschedule(asyncio.get_running_loop().time())
+
+    def extend_to_handshake_deadline(self) -> None:
+        self.sent_first_bytes = True
+        if self.deadline is not None and not self.evicted:
+            # Not after an eviction: that would cancel the eviction's pending timeout.
+            self.deadline.reschedule(self.handshake_by_s)
+
+    def expiry(self) -> RefusalCode:
+        """Why the deadline fired."""
+        if self.evicted:
+            return RefusalCode.TOO_MANY_PENDING
+        if not self.sent_first_bytes:
+            return RefusalCode.FIRST_BYTES_TIMEOUT
+        return RefusalCode.HANDSHAKE_TIMEOUT
+
+
+# Refused before saying anything worth a polite TLS close: the socket is aborted at once, so an
+# attacker churning connections cannot make us hold closing sockets for close_timeout_ms.
+_ABORTED_REFUSALS = frozenset({RefusalCode.TOO_MANY_PENDING, RefusalCode.FIRST_BYTES_TIMEOUT})
 
 
 @dataclass(frozen=True)
@@ -103,7 +145,9 @@ class Transport:
         self._refusals: Counter[RefusalCode] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        self._pending_handshakes = 0
+        self._pending: PendingHandshakes[_Pending] = PendingHandshakes(
+            self._config.max_pending_handshakes, self._config.max_pending_handshakes_per_source
+        )
         self._started = False
         self._stopped = False
 
@@ -129,6 +173,8 @@ class Transport:
             if peer.link is not None:
                 peer.link.close()
         await _cancel_all(self._tasks, self._config.close_timeout_ms)
+        for pending in self._pending.clear():
+            pending.transport.abort()  # a task cancelled before it ran never closed its socket
         if self._server is not None:
             await self._server.wait_closed()
         for peer in self._peers.values():
@@ -211,36 +257,57 @@ class Transport:
         if self._stopped:
             writer.transport.abort()
             return
-        if self._pending_handshakes >= self._config.max_pending_handshakes:
-            self._refuse(RefusalCode.TOO_MANY_PENDING, writer, None)
-            writer.transport.abort()
-            return
         # Nothing may be read in plain text before start_tls takes over the socket: bytes of the
         # ClientHello buffered by the plain StreamReader would be lost and the handshake hang.
         writer.transport.pause_reading()  # type: ignore[attr-defined]
-        # Counted here, not in the task, so a burst of connections cannot all pass the check
-        # before the first task runs.
-        self._pending_handshakes += 1
-        self._spawn(self._serve_inbound(reader, writer), "p2p-inbound")
+        now_s = asyncio.get_running_loop().time()
+        pending = _Pending(
+            writer.transport,
+            first_bytes_by_s=now_s + self._config.first_bytes_timeout_ms / 1000,
+            handshake_by_s=now_s + self._config.handshake_timeout_ms / 1000,
+        )
+        # Admitted here, not in the task, so a burst of connections is counted before the first
+        # task runs. The newcomer always gets a slot; the oldest pending one makes room for it.
+        for evicted in self._pending.admit(pending, source_of(writer.get_extra_info("peername"))):
+            evicted.evict()
+        self._spawn(self._serve_inbound(pending, reader, writer), "p2p-inbound")
 
     async def _serve_inbound(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, pending: _Pending, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            async with asyncio.timeout(self._config.handshake_timeout_ms / 1000):
-                outcome = await self._accept(reader, writer)
-        except TimeoutError:
-            outcome = RefusalCode.HANDSHAKE_TIMEOUT
+            outcome = await self._accept_in_time(pending, reader, writer)
         except asyncio.CancelledError:
             writer.transport.abort()
             raise
         finally:
-            self._pending_handshakes -= 1
+            self._pending.release(pending)
         if isinstance(outcome, RefusalCode):
             self._refuse(outcome, writer, None)
-            await close_stream(writer, self._config.close_timeout_ms)
+            if outcome in _ABORTED_REFUSALS:
+                writer.transport.abort()
+            else:
+                await close_stream(writer, self._config.close_timeout_ms)
             return
         await self._run_link(outcome, reader, writer)
+
+    async def _accept_in_time(
+        self, pending: _Pending, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Accepted | RefusalCode:
+        """_accept within the deadlines: first TLS bytes soon after accept, the whole handshake
+        within handshake_timeout_ms of accept; evict() ends it at once."""
+        if pending.evicted:  # evicted by a burst before this task first ran
+            return RefusalCode.TOO_MANY_PENDING
+        try:
+            async with asyncio.timeout_at(pending.first_bytes_by_s) as deadline:
+                pending.deadline = deadline
+                await _first_bytes(writer)
+                pending.extend_to_handshake_deadline()
+                return await self._accept(reader, writer)
+        except TimeoutError:
+            return pending.expiry()
+        except OSError:  # the socket died before we could watch it, or no descriptor was left
+            return RefusalCode.CONNECTION_LOST
 
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -455,6 +522,33 @@ async def _read_hello(
         if not frames and decoder.buffered_bytes > MAX_HELLO_BYTES:
             return None, []
     return Hello.from_frame(frames[0]), frames[1:]
+
+
+async def _first_bytes(writer: asyncio.StreamWriter) -> None:
+    """Return once the peer has sent something (or closed), without reading any of it;
+    OSError if the socket cannot be watched.
+
+    Reading is paused so that start_tls gets every byte of the ClientHello, and asyncio refuses
+    a second reader on a transport's descriptor, so a duplicate of it is watched instead. Linux
+    and macOS selector loops only (add_reader)."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        raise OSError("connection has no socket")
+    watched_fd = os.dup(sock.fileno())
+    try:
+        loop.add_reader(watched_fd, _resolve, readable)
+        await readable
+    finally:
+        # Unwatch before closing: epoll would otherwise keep the registration of a closed fd.
+        loop.remove_reader(watched_fd)
+        os.close(watched_fd)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _other_peers(identity: NodeIdentity, peers: list[PeerInfo]) -> list[PeerInfo]:
