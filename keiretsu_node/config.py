@@ -19,6 +19,11 @@ MAX_BATCH_TXS_LIMIT = 10_000
 # single one), each framed in at most 5 bytes, and a header. Past this bound the entry could
 # exceed MAX_ENTRY_BYTES, and Raft would refuse every proposal of it, which the leader retries.
 MAX_PREFERRED_BATCH_BYTES = MAX_ENTRY_BYTES - 5 * MAX_BATCH_TXS_LIMIT - 1024
+# The leader discards, whole, a forwarded-transactions frame holding more than this: a follower
+# forwarding larger frames would never have anything it admitted ordered.
+MAX_FORWARDED_TXS_PER_FRAME = 2_000
+# Without mempool.max_txs_per_signer in the TOML, one signer may hold this share of max_txs.
+SIGNER_SHARE_DIVISOR = 4
 
 
 class ConfigError(ValueError):
@@ -33,6 +38,10 @@ class BatchingConfig:
     preferred_bytes: int = 2 * 1024 * 1024
     timeout_ms: int = 100
     max_inflight_batches: int = 4
+    # Block time is the leader's clock, and it never goes backwards: a node warns (rate-limited,
+    # and the keiretsu_block_time_ahead_seconds gauge shows it) when an applied block's time is
+    # ahead of its own clock by more than this (docs/NODE.md, "Clocks").
+    clock_ahead_warn_ms: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,9 @@ class MempoolConfig:
     max_txs: int = 100_000
     max_bytes: int = 128 * 1024 * 1024
     forward_batch_txs: int = 500
+    # Entries one first signer may hold: a quarter of max_txs unless the TOML says otherwise
+    # (_mempool_section); above max_txs it bounds nothing the pool's bound does not.
+    max_txs_per_signer: int = 25_000
 
 
 @dataclass(frozen=True)
@@ -128,9 +140,20 @@ def _section(cls: type, raw: Any, where: str) -> Any:
     return value
 
 
+def _mempool_section(raw: Any, where: str) -> MempoolConfig:
+    """[mempool], with max_txs_per_signer a quarter of max_txs when the TOML does not set it."""
+    value: MempoolConfig = _section(MempoolConfig, raw, where)
+    if not isinstance(raw, dict) or "max_txs_per_signer" not in raw:
+        value = replace(value, max_txs_per_signer=max(1, value.max_txs // SIGNER_SHARE_DIVISOR))
+    return value
+
+
 def _validate_limits(batching: BatchingConfig, mempool: MempoolConfig, consensus: ConsensusConfig) -> None:
     if batching.max_txs > MAX_BATCH_TXS_LIMIT:
         raise ConfigError(f"batching.max_txs must be at most {MAX_BATCH_TXS_LIMIT}")
+    if mempool.forward_batch_txs > MAX_FORWARDED_TXS_PER_FRAME:
+        raise ConfigError(f"mempool.forward_batch_txs must be at most {MAX_FORWARDED_TXS_PER_FRAME} "
+                          "(the leader discards a larger forwarded frame)")
     if batching.preferred_bytes > MAX_PREFERRED_BATCH_BYTES:
         raise ConfigError(f"batching.preferred_bytes must be at most {MAX_PREFERRED_BATCH_BYTES} "
                           f"(a batch is one consensus entry, at most {MAX_ENTRY_BYTES} bytes)")
@@ -202,7 +225,7 @@ def parse_network(raw: dict[str, Any], source: str = "network") -> NetworkSpec:
     spec = NetworkSpec(
         chain_id, tuple(nodes), tuple(operators),
         _section(BatchingConfig, raw.get("batching"), "batching"),
-        _section(MempoolConfig, raw.get("mempool"), "mempool"),
+        _mempool_section(raw.get("mempool"), "mempool"),
         _section(ConsensusConfig, raw.get("consensus"), "consensus"),
         _section(ApiConfig, raw.get("api"), "api"),
     )
@@ -237,7 +260,7 @@ def load_node(path: Path) -> NodeConfig:
         api_host=_text(raw, "api_host", where),
         api_port=_port(raw.get("api_port"), where + "api_port"),
         batching=_section(BatchingConfig, raw.get("batching"), "batching"),
-        mempool=_section(MempoolConfig, raw.get("mempool"), "mempool"),
+        mempool=_mempool_section(raw.get("mempool"), "mempool"),
         consensus=_section(ConsensusConfig, raw.get("consensus"), "consensus"),
         api=_section(ApiConfig, raw.get("api"), "api"),
         fsync=_flag(raw, "fsync", True, where),

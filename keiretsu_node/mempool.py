@@ -1,4 +1,4 @@
-"""The mempool: admitted transactions waiting to be ordered, bounded in count and bytes.
+"""The mempool: admitted transactions waiting to be ordered, bounded in count, bytes and per signer.
 
 Part of keiretsu_node/. Admission runs every check that needs no contract state (form,
 bounds, chain id, signatures, expiry, duplicates, known contract and argument types); what
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from contracts.registry import Registry
+from keiretsu_node.config import SIGNER_SHARE_DIVISOR
 from ledger.executor import MAX_TX_LIFETIME_MS, VerifiedCache
 from ledger.reasons import ContractError, Reason, TxRejected
 from ledger.store import LedgerStore
@@ -22,7 +23,8 @@ RETRY_AFTER_S = 1
 
 
 class MempoolFull(Exception):
-    """The pool is at its bound: the client should retry later (HTTP 503, Retry-After)."""
+    """The pool, or its signer's share of it, is at its bound: the client should retry later
+    (HTTP 503, Retry-After)."""
 
     retry_after_s = RETRY_AFTER_S
 
@@ -31,17 +33,29 @@ class MempoolFull(Exception):
 class _Entry:
     tx: SignedTx
     size_bytes: int
+    signer: bytes  # the first signer's key: whose share of the pool this entry uses
     handed_off_ms: int | None = None  # when proposed or forwarded; None while pending
+    # Once proposed or forwarded, another node may order it: from then on only the ledger's
+    # block time may expire it here (expire), never this node's clock (expire_unsent).
+    ever_handed_off: bool = False
+
+
+def _first_signer(tx: SignedTx) -> bytes:
+    signers = tx.body.signers
+    return signers[0] if signers else b""
 
 
 class Mempool:
     def __init__(self, chain_id: str, registry: Registry, store: LedgerStore, *, max_txs: int,
-                 max_bytes: int, verified_cache: VerifiedCache) -> None:
+                 max_bytes: int, verified_cache: VerifiedCache, max_txs_per_signer: int | None = None) -> None:
         self.chain_id = chain_id
         self.registry = registry
         self.store = store
         self.max_txs = max_txs
         self.max_bytes = max_bytes
+        self.max_txs_per_signer = (max_txs_per_signer if max_txs_per_signer is not None
+                                   else max(1, max_txs // SIGNER_SHARE_DIVISOR))
+        self._per_signer: dict[bytes, int] = {}  # entries held per first signer, none at zero
         self.verified_cache = verified_cache
         self._entries: dict[bytes, _Entry] = {}
         self._pending: dict[bytes, None] = {}
@@ -54,7 +68,8 @@ class Mempool:
         # the housekeeping calls (4 a second) skip their scan of the whole pool while nothing
         # can be due: the scans were 2-4% of the event loop's samples under load (py-spy).
         # A bound below the true minimum only costs a scan, which then recomputes it.
-        self._expiry_floor_ms: int | None = None
+        self._expiry_floor_ms: int | None = None  # over every entry (expire, by block time)
+        self._unsent_expiry_floor_ms: int | None = None  # over those never handed off (expire_unsent)
         self._handoff_floor_ms: int | None = None
 
     def __len__(self) -> int:
@@ -94,19 +109,29 @@ class Mempool:
         return tx
 
     def add(self, tx: SignedTx, *, signatures_verified: bool) -> bool:
-        """Add a checked transaction; False if it is already here. MempoolFull at the bound."""
+        """Add a checked transaction; False if it is already here. MempoolFull at the pool's
+        bound or at its first signer's share (one signer cannot take every slot)."""
         if tx.tx_id in self._entries:
             return False
         size = len(tx.raw)
         if len(self._entries) >= self.max_txs or self._size_bytes + size > self.max_bytes:
             self.rejected_full += 1
             raise MempoolFull(f"mempool holds {len(self._entries)} transactions; retry shortly")
+        signer = _first_signer(tx)
+        held = self._per_signer.get(signer, 0)
+        if held >= self.max_txs_per_signer:
+            self.rejected_full += 1
+            raise MempoolFull(f"this signer has {held} transactions pending, the most one signer may "
+                              f"(mempool.max_txs_per_signer); retry shortly")
         if signatures_verified:
             self.verified_cache.add(tx)
-        self._entries[tx.tx_id] = _Entry(tx, size)
+        self._entries[tx.tx_id] = _Entry(tx, size, signer)
+        self._per_signer[signer] = held + 1
         expires_ms = tx.body.expires_at_ms
         if self._expiry_floor_ms is None or expires_ms < self._expiry_floor_ms:
             self._expiry_floor_ms = expires_ms
+        if self._unsent_expiry_floor_ms is None or expires_ms < self._unsent_expiry_floor_ms:
+            self._unsent_expiry_floor_ms = expires_ms
         self._by_raw[tx.raw] = tx
         self._pending[tx.tx_id] = None
         self._pending_bytes += size
@@ -126,6 +151,7 @@ class Mempool:
             del self._pending[tx_id]
             self._pending_bytes -= entry.size_bytes
             entry.handed_off_ms = now_ms
+            entry.ever_handed_off = True
             out.append(entry.tx)
             total += entry.size_bytes
         if out and (self._handoff_floor_ms is None or now_ms < self._handoff_floor_ms):
@@ -134,6 +160,10 @@ class Mempool:
 
     def pending_count(self) -> int:
         return len(self._pending)
+
+    def held_by(self, signer: bytes) -> int:
+        """How many entries name this key as their first signer."""
+        return self._per_signer.get(signer, 0)
 
     def pending_bytes(self) -> int:
         return self._pending_bytes
@@ -192,6 +222,11 @@ class Mempool:
                     del self._pending[tx_id]
                     self._pending_bytes -= entry.size_bytes
                 self._size_bytes -= entry.size_bytes
+                held = self._per_signer[entry.signer] - 1
+                if held:
+                    self._per_signer[entry.signer] = held
+                else:
+                    del self._per_signer[entry.signer]
 
     def remove_committed(self) -> list[bytes]:
         """Remove the transactions the store already holds in a block; returns their ids.
@@ -205,10 +240,33 @@ class Mempool:
         self.remove(done)
         return done
 
-    def expire(self, now_ms: int) -> list[bytes]:
-        if self._expiry_floor_ms is None or now_ms <= self._expiry_floor_ms:
+    def expire(self, block_time_ms: int) -> list[bytes]:
+        """Remove every entry that expired before this block time; returns their ids.
+
+        Sound for handed-off entries too: block time never goes backwards, and the executor
+        drops a transaction whose expiry is before its block's time, so none of these can
+        ever be in a block.
+        """
+        if self._expiry_floor_ms is None or block_time_ms <= self._expiry_floor_ms:
             return []  # nothing here expires before the floor
-        gone = [tx_id for tx_id, e in self._entries.items() if e.tx.body.expires_at_ms < now_ms]
+        gone = [tx_id for tx_id, e in self._entries.items() if e.tx.body.expires_at_ms < block_time_ms]
         self.remove(gone)
         self._expiry_floor_ms = min((e.tx.body.expires_at_ms for e in self._entries.values()), default=None)
+        return gone
+
+    def expire_unsent(self, now_ms: int) -> list[bytes]:
+        """Remove the entries expired by this node's clock that were never proposed or
+        forwarded (only this pool holds them); returns their ids.
+
+        A handed-off entry may be in a block cut before its expiry, or by a leader whose clock
+        is behind ours: only the ledger's block time (expire) or its block settles it.
+        """
+        floor = self._unsent_expiry_floor_ms
+        if floor is None or now_ms <= floor:
+            return []
+        unsent = [(tx_id, e.tx.body.expires_at_ms) for tx_id, e in self._entries.items() if not e.ever_handed_off]
+        gone = [tx_id for tx_id, expires_ms in unsent if expires_ms < now_ms]
+        self.remove(gone)
+        self._unsent_expiry_floor_ms = min((expires_ms for _, expires_ms in unsent if expires_ms >= now_ms),
+                                           default=None)
         return gone

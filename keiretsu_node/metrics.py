@@ -32,6 +32,9 @@ class NodeMetrics:
         self.block_txs = Histogram("keiretsu_block_transactions", "Transactions per block",
                                    buckets=(0, 1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
         self.peers = Gauge("keiretsu_peers_connected", "Peers with a live authenticated link", registry=r)
+        self.block_time_ahead = Gauge("keiretsu_block_time_ahead_seconds",
+                                      "Last applied block's time minus this node's clock (a clock is wrong if large)",
+                                      registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -12,7 +12,7 @@ def test_transactions_the_installed_store_committed_leave_the_pool_and_the_rest_
     mints = blocks()[0]
     with executor() as behind, executor() as ahead:
         pool = Mempool(SANDBOX.chain_id, default_registry(), behind.store, max_txs=10, max_bytes=1 << 20,
-                       verified_cache=VerifiedCache(max_entries=10))
+                       verified_cache=VerifiedCache(max_entries=10), max_txs_per_signer=10)  # one agent signs them
         for tx in mints:
             pool.add(pool.precheck(tx.raw, T0), signatures_verified=False)
         assert pool.remove_committed() == []  # nothing of these is in this node's own ledger

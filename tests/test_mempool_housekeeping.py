@@ -1,6 +1,6 @@
-"""The mempool's housekeeping (expire, requeue_stale) skips its scan while nothing can be due;
-whatever the history, it drops and requeues exactly what a full scan would, and the pending
-byte count the leader's cut reads on every arrival is the sum over the pending entries."""
+"""The mempool's housekeeping (expire, expire_unsent, requeue_stale) skips its scan while nothing
+can be due; whatever the history, it drops and requeues exactly what a full scan would, and the
+pending byte count the leader's cut reads on every arrival is the sum over the pending entries."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ REQUEUE_AFTER_MS = 50
 def _tx(n: int, expires_at_ms: int) -> Any:
     tx_id = n.to_bytes(32, "big")
     raw = b"raw" + tx_id + b"x" * _padding(tx_id)  # sizes differ, so the byte count is checked
-    return SimpleNamespace(tx_id=tx_id, raw=raw, body=SimpleNamespace(expires_at_ms=expires_at_ms))
+    return SimpleNamespace(tx_id=tx_id, raw=raw, body=SimpleNamespace(expires_at_ms=expires_at_ms, signers=(b"k",)))
 
 
 def _padding(tx_id: bytes) -> int:
@@ -30,7 +30,7 @@ def _size(tx_id: bytes) -> int:
 
 
 class Model:
-    """The pool's rules as plain scans: id -> [expires_at_ms, handed_off_ms or None]."""
+    """The pool's rules as plain scans: id -> [expires_at_ms, handed_off_ms or None, ever handed off]."""
 
     def __init__(self) -> None:
         self.entries: dict[bytes, list[Any]] = {}
@@ -38,7 +38,7 @@ class Model:
 
     def add(self, tx: Any) -> None:
         if tx.tx_id not in self.entries:
-            self.entries[tx.tx_id] = [tx.body.expires_at_ms, None]
+            self.entries[tx.tx_id] = [tx.body.expires_at_ms, None, False]
             self.pending[tx.tx_id] = None
 
     def take(self, now_ms: int, max_txs: int) -> list[bytes]:
@@ -46,6 +46,7 @@ class Model:
         for tx_id in out:
             del self.pending[tx_id]
             self.entries[tx_id][1] = now_ms
+            self.entries[tx_id][2] = True
         return out
 
     def requeue_stale(self, now_ms: int) -> int:
@@ -62,6 +63,11 @@ class Model:
         self.remove(gone)
         return gone
 
+    def expire_unsent(self, now_ms: int) -> list[bytes]:
+        gone = [tx_id for tx_id, entry in self.entries.items() if entry[0] < now_ms and not entry[2]]
+        self.remove(gone)
+        return gone
+
     def remove(self, tx_ids: list[bytes]) -> None:
         for tx_id in tx_ids:
             self.entries.pop(tx_id, None)
@@ -74,6 +80,7 @@ step = st.one_of(
     st.tuples(st.just("take"), st.just(0), st.integers(1, 5)),
     st.tuples(st.just("requeue_stale"), st.integers(0, 60)),
     st.tuples(st.just("expire"), st.integers(0, 30)),
+    st.tuples(st.just("expire_unsent"), st.integers(0, 30)),
     st.tuples(st.just("remove"), st.integers(0, 40)),
     st.tuples(st.just("requeue_all")),
 )
@@ -113,6 +120,8 @@ def _step(pool: Mempool, model: Model, now_ms: int, kind: str, args: list[Any]) 
             assert [tx.tx_id for tx in pool.take(now_ms, args[1], 10**9)] == model.take(now_ms, args[1])
         elif kind == "requeue_stale":
             assert pool.requeue_stale(now_ms, REQUEUE_AFTER_MS) == model.requeue_stale(now_ms)
+        elif kind == "expire_unsent":
+            assert pool.expire_unsent(now_ms) == model.expire_unsent(now_ms)
         else:
             assert pool.expire(now_ms) == model.expire(now_ms)
     return now_ms
