@@ -31,6 +31,12 @@ class CodecError(ValueError):
     """Bytes that are not a canonical encoding of an allowed value (or a value we cannot encode)."""
 
 
+class OutOfRange(CodecError):
+    """A value of an allowed type past the encoding's bounds: an integer beyond 64 bits, a
+    container of too many items. What values a contract's arithmetic or inputs reach, not what
+    types its code builds (a float, a set: a bug of ours, which stays a plain CodecError)."""
+
+
 class NonCanonical(CodecError):
     """Valid msgpack of allowed values, but not in its one canonical byte form."""
 
@@ -41,18 +47,18 @@ def _canonical(value: Any, depth: int) -> Any:
         return value
     if isinstance(value, int):
         if not MIN_INT <= value <= MAX_INT:
-            raise CodecError("integer out of range")
+            raise OutOfRange("integer out of range")
         return value
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         raise CodecError("nested too deeply")
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_CONTAINER_ITEMS:
-            raise CodecError("too many items")
+            raise OutOfRange("too many items")
         leaves = LEAF_TYPES
         return [item if type(item) in leaves else _canonical(item, depth + 1) for item in value]
     if isinstance(value, dict):
         if len(value) > MAX_CONTAINER_ITEMS:
-            raise CodecError("too many items")
+            raise OutOfRange("too many items")
         for key in value:
             if not isinstance(key, str):
                 raise CodecError("map keys must be strings")
@@ -74,7 +80,7 @@ def _normal(value: Any, depth: int) -> Any:
         if depth >= MAX_DEPTH:
             raise CodecError("nested too deeply")
         if len(value) > MAX_CONTAINER_ITEMS:
-            raise CodecError("too many items")
+            raise OutOfRange("too many items")
         copy = None
         for index, item in enumerate(value):
             if type(item) in LEAF_TYPES:
@@ -89,7 +95,7 @@ def _normal(value: Any, depth: int) -> Any:
         if depth >= MAX_DEPTH:
             raise CodecError("nested too deeply")
         if len(value) > MAX_CONTAINER_ITEMS:
-            raise CodecError("too many items")
+            raise OutOfRange("too many items")
         try:
             ordered = sorted(value)
         except TypeError:  # keys that do not compare with each other: not all strings
@@ -113,7 +119,7 @@ def encode(value: Any) -> bytes:
     try:
         return _PACKER.pack(value)
     except OverflowError as exc:
-        raise CodecError("integer out of range") from exc
+        raise OutOfRange("integer out of range") from exc
 
 
 def encode_leaves(items: list[Any]) -> bytes:
@@ -130,7 +136,7 @@ def encode_leaves(items: list[Any]) -> bytes:
     try:
         return _PACKER.pack(items)
     except OverflowError as exc:
-        raise CodecError("integer out of range") from exc
+        raise OutOfRange("integer out of range") from exc
 
 
 def leaf_map_normal(value: dict[Any, Any]) -> dict[str, Any] | None:

@@ -149,11 +149,13 @@ class VerifiedCache:
         return self._key(tx) in self._seen
 
 
-# What a contract's arithmetic can produce that the canonical encoding cannot hold (an integer
-# past 2**64 - 1 or below -2**63). Deterministic on every node, so a transaction that makes one
-# fails alone (LIMIT_EXCEEDED) instead of stopping every node on its block, for ever: the
-# contracts keep their values in range (docs/LIFECYCLE.md), and this is the net under them.
-BEYOND_THE_CODEC = (codec.CodecError, OverflowError)
+# What a contract's arithmetic or inputs can produce that the canonical encoding cannot hold (an
+# integer past 2**64 - 1 or below -2**63, a container past its item bound; OverflowError where a
+# key packs an integer). Deterministic on every node, so a transaction that makes one fails alone
+# (LIMIT_EXCEEDED) instead of stopping every node on its block, for ever: the contracts keep their
+# values in range (docs/LIFECYCLE.md), and this is the net under them. A value of a type the codec
+# refuses (a float, a set) is a bug in our code and still stops the node (CodecError).
+BEYOND_THE_CODEC = (codec.OutOfRange, OverflowError)
 BEYOND_THE_CODEC_DETAIL = "a value past what the ledger stores"
 
 

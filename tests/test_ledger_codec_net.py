@@ -16,6 +16,7 @@ import pytest
 from contracts import builtin
 from contracts.base import UINT, Context, MethodTable
 from contracts.registry import Registry
+from ledger.codec import CodecError
 from ledger.executor import Executor
 from ledger.reasons import Reason
 from ledger.sandbox import make_sandbox
@@ -39,6 +40,10 @@ def _probe_module() -> types.ModuleType:
     def report(ctx: Context, n: int) -> None:
         ctx.put(b"probe\x1freported", 1)
         ctx.emit("probe_reported", total=n * 4)  # the event is encoded with the block, later
+
+    @methods.method(n=UINT)
+    def floaty(ctx: Context, n: int) -> None:
+        ctx.put(b"probe\x1ffloat", n / 2)  # a bug of ours: a type the codec never holds
 
     @methods.method(n=UINT)
     def fine(ctx: Context, n: int) -> None:
@@ -96,3 +101,11 @@ def test_scheduled_work_whose_events_are_past_the_codec_is_rolled_back_and_repor
     again = _apply(executor, 3, [("fine", 2)])
     assert [e.kind for e in again.block.system_events] == ["probe_hook"]
     assert executor.store.state.get(b"probe\x1fhook") is not None
+
+
+def test_a_value_of_a_type_the_codec_never_holds_is_our_bug_and_still_stops_the_node(executor) -> None:
+    """Only magnitudes are the net's business: a float in a contract is a defect in code that
+    every input would hit, and it must stop loudly (DESIGN.md: fail-stop on our bugs)."""
+    with pytest.raises(CodecError) as stopped:
+        _apply(executor, 2, [("fine", 1), ("floaty", 3)])
+    assert "cannot be encoded" in str(stopped.value)
