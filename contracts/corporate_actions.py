@@ -198,7 +198,7 @@ def _release_rest(ctx: Context, action: Action) -> int:
 
 def _require_issuer(ctx: Context, isin: str) -> securities.Instrument:
     instrument = securities.require_instrument(ctx, isin)
-    if ctx.sender != instrument.issuer:
+    if instrument.issuer not in ctx.signers:  # anywhere among them: the order never decides
         raise ContractError(Reason.UNAUTHORIZED, f"only the issuer {instrument.issuer} acts on {isin}")
     participants.require_active(ctx, instrument.issuer, "issuer", Reason.UNAUTHORIZED)
     return instrument
@@ -208,14 +208,14 @@ def _require_issuer(ctx: Context, isin: str) -> securities.Instrument:
 def declare_dividend(ctx: Context, isin: str, currency: str, per_unit_minor: int, record_ms: int,
                      payment_ms: int) -> None:
     """The issuer declares a cash dividend; the cash for every unit outstanding is locked now."""
-    _require_issuer(ctx, isin)
+    issuer = _require_issuer(ctx, isin).issuer
     cash.require_currency(ctx, currency)
     if not ctx.block.time_ms < record_ms <= payment_ms:
         raise ContractError(Reason.BAD_ARGUMENTS, "need block time < record_ms <= payment_ms")
-    action = _new_action(ctx, kind=DIVIDEND, isin=isin, issuer=ctx.sender, currency=currency,
+    action = _new_action(ctx, kind=DIVIDEND, isin=isin, issuer=issuer, currency=currency,
                          pay_num=per_unit_minor, pay_den=unit_scale(ctx, isin), record_ms=record_ms,
                          payment_ms=payment_ms)
-    needed = due_minor(ctx, action, entitled_units(ctx, isin, ctx.sender))
+    needed = due_minor(ctx, action, entitled_units(ctx, isin, issuer))
     action = _lock_issuer_cash(ctx, action, needed)
     _save(ctx, action)
     schedule.add(ctx, NAME, record_ms, "dividend_record", action.action_id)
@@ -234,7 +234,7 @@ def declare_split(ctx: Context, isin: str, ratio_to: int, ratio_from: int, effec
         raise ContractError(Reason.BAD_ARGUMENTS, "a split changes the units by a ratio of at most 1e6")
     if effective_ms <= ctx.block.time_ms:
         raise ContractError(Reason.BAD_ARGUMENTS, "effective_ms must be after the block time")
-    action = _new_action(ctx, kind=SPLIT, isin=isin, issuer=ctx.sender, ratio_to=ratio_to,
+    action = _new_action(ctx, kind=SPLIT, isin=isin, issuer=instrument.issuer, ratio_to=ratio_to,
                          ratio_from=ratio_from, record_ms=effective_ms, payment_ms=effective_ms)
     schedule.add(ctx, NAME, effective_ms, "convert", action.action_id)
     ctx.emit("split_declared", action_id=action.action_id, isin=isin, ratio_to=ratio_to, ratio_from=ratio_from,
@@ -245,7 +245,7 @@ def declare_split(ctx: Context, isin: str, ratio_to: int, ratio_from: int, effec
 def cancel(ctx: Context, action_id: int) -> None:
     """The issuer withdraws a dividend or split before its record time; locked cash returns."""
     action = require_action(ctx, action_id)
-    if ctx.sender != action.issuer:
+    if action.issuer not in ctx.signers:
         raise ContractError(Reason.UNAUTHORIZED, "only the declaring issuer cancels")
     if action.kind not in (DIVIDEND, SPLIT):
         raise ContractError(Reason.INVALID_STATE, "bond service follows the bond's terms")

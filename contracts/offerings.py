@@ -149,7 +149,7 @@ def open_offering(ctx: Context, isin: str, currency: str, price_minor: int, min_
                   min_per_investor: int, max_per_investor: int, opens_ms: int, closes_ms: int) -> None:
     """The issuer offers up to max_units new units at a fixed price during [opens_ms, closes_ms)."""
     instrument = securities.require_instrument(ctx, isin)
-    if ctx.sender != instrument.issuer:
+    if instrument.issuer not in ctx.signers:  # anywhere among them: the order never decides
         raise ContractError(Reason.UNAUTHORIZED, f"only the issuer {instrument.issuer} offers {isin}")
     participants.require_active(ctx, instrument.issuer, participants.ISSUER, Reason.UNAUTHORIZED)
     cash.require_currency(ctx, currency)
@@ -212,7 +212,7 @@ def subscribe(ctx: Context, offering_id: int, units: int) -> None:
 def cancel_offering(ctx: Context, offering_id: int) -> None:
     """The issuer withdraws an offering before it closes; every subscriber's cash is released."""
     offering = require_offering(ctx, offering_id)
-    if ctx.sender != offering.issuer:
+    if offering.issuer not in ctx.signers:
         raise ContractError(Reason.UNAUTHORIZED, "only the issuer cancels its offering")
     if ctx.block.time_ms >= offering.closes_ms:
         raise ContractError(Reason.INVALID_STATE, f"offering {offering_id} has closed")

@@ -111,6 +111,26 @@ def test_register_takes_the_active_issuer_wherever_it_signs() -> None:
                   kind="equity", authorised_supply=10, prospectus_hash=PROSPECTUS, prospectus_uri="ipfs://x")
 
 
+def test_the_issuers_corporate_actions_and_offerings_accept_it_anywhere_among_the_signers() -> None:
+    world, isin = market()
+    world.ok("bank", "cash", "mint", currency="MXN", to=addr("issuer"), amount=10**6, deposit_ref="d")
+    dividend = world.ok(("alice", "issuer"), "corporate_actions", "declare_dividend", isin=isin, currency="MXN",
+                        per_unit_minor=1, record_ms=START_MS + 10**6, payment_ms=START_MS + 2 * 10**6)
+    action_id = dividend.events[-1].attrs["action_id"]
+    world.refused(Reason.UNAUTHORIZED, ("alice", "bob"), "corporate_actions", "cancel", action_id=action_id)
+    world.ok(("bob", "issuer"), "corporate_actions", "cancel", action_id=action_id)
+    world.ok(("alice", "issuer"), "corporate_actions", "declare_split", isin=isin, ratio_to=2, ratio_from=1,
+             effective_ms=START_MS + 10**6)
+    world.refused(Reason.UNAUTHORIZED, ("alice", "bob"), "corporate_actions", "declare_split", isin=isin,
+                  ratio_to=2, ratio_from=1, effective_ms=START_MS + 10**6)
+    offering = world.ok(("alice", "issuer"), "offerings", "open_offering", isin=isin, currency="MXN", price_minor=10,
+                        min_units=1, max_units=100, min_per_investor=1, max_per_investor=100,
+                        opens_ms=START_MS, closes_ms=START_MS + 10**7)
+    offering_id = offering.events[-1].attrs["offering_id"]
+    world.refused(Reason.UNAUTHORIZED, ("alice", "bob"), "offerings", "cancel_offering", offering_id=offering_id)
+    world.ok(("alice", "issuer"), "offerings", "cancel_offering", offering_id=offering_id)
+
+
 # ---------------------------------------------------------------- the first failing rule wins
 
 
