@@ -85,6 +85,7 @@ class Raft:
         # nodes and restarts). Never reset while this core lives: a round id is never reused.
         self.read_round = 0
         self.read_round_acked: dict[str, int] = {}  # voter -> highest round it answered
+        self.read_round_ticks = 0  # ticks since the latest round's heartbeats went out
         self.election_elapsed = 0
         self.randomized_timeout = config.election_ticks
         self.lead_transferee = ""
@@ -355,6 +356,7 @@ class Raft:
         self.pending_reads = []
         self.reads_before_commit = []
         self.read_round_acked = {}
+        self.read_round_ticks = 0
 
     def _become_follower(self, term: int, lead: str) -> None:
         self._reset(term)
@@ -623,8 +625,12 @@ class Raft:
         heartbeat_ticks, as when every interval had its heartbeat. A follower whose appends are
         paused (window full, probe unanswered) is sent none, so its heartbeat, whose answer
         unblocks it, comes heartbeat_ticks after the last APPEND. Read-index rounds always send
-        theirs.
+        theirs, and send them again while their reads wait (_resend_read_round).
         """
+        if self.pending_reads:
+            self.read_round_ticks += 1
+            if self.read_round_ticks >= self.cfg.heartbeat_ticks:
+                self._resend_read_round()
         for pid, pr in self.prs.items():
             if pid == self.id:
                 continue
@@ -632,6 +638,17 @@ class Raft:
             if pr.ticks_silent >= self.cfg.heartbeat_ticks:
                 # Sent after every pending read was registered, so its answer may confirm them.
                 self._send_heartbeat(pid, pr, self._read_round_context())
+
+    def _resend_read_round(self) -> None:
+        """The latest read round's heartbeat again, every heartbeat_ticks while reads wait, to
+        each voter that has not answered it, busy with APPENDs or not: an APPEND carries no
+        round, so a lost round heartbeat would otherwise stall the reads for as long as writes
+        keep the follower from falling silent."""
+        self.read_round_ticks = 0
+        context = self._read_round_context()
+        for pid, pr in self.prs.items():
+            if pid != self.id and pid in self.conf.voters and self.read_round_acked.get(pid, 0) < self.read_round:
+                self._send_heartbeat(pid, pr, context)
 
     def _bcast_heartbeat(self, context: bytes) -> None:
         for pid, pr in self.prs.items():
@@ -669,6 +686,7 @@ class Raft:
         req.round = self.read_round
         self.pending_reads.append(req)
         self._bcast_heartbeat(self._read_round_context())
+        self.read_round_ticks = 0
 
     def _read_round_context(self) -> bytes:
         """The heartbeat context: the latest read round while reads wait, else nothing."""

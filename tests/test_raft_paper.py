@@ -391,6 +391,25 @@ def test_6_4_an_answer_to_an_earlier_round_never_releases_a_later_read() -> None
     assert net.read_states["1"][0].index == leader.log.committed
 
 
+def test_6_4_a_read_whose_round_heartbeats_are_lost_is_confirmed_while_writes_keep_flowing() -> None:
+    """APPENDs carry no read round and keep every follower from falling silent, so the silence
+    heartbeat never goes out under a steady write load: the round is sent again to the voters
+    that have not answered it, every heartbeat_ticks while the read waits."""
+    net = cluster(heartbeat_ticks=3, pre_vote=True, check_quorum=True)
+    net.elect("1")
+    leader = net.peers["1"]
+    leader.propose(b"w")
+    net.stabilize()
+    leader.read_index(b"r")
+    assert [m.type for m in msgs_of(leader)] == [MT.HEARTBEAT, MT.HEARTBEAT]  # taken: lost on the wire
+    for tick in range(3 * leader.cfg.heartbeat_ticks):
+        leader.propose(b"x%d" % tick)  # one APPEND to each follower every tick
+        net.stabilize()
+        leader.tick()
+        net.stabilize()
+    assert [rs.context for rs in net.read_states["1"]] == [b"r"] and not leader.pending_reads
+
+
 def test_6_4_reads_with_the_same_context_from_different_nodes_are_each_answered() -> None:
     net = _elected_leader_with_committed_entry()
     ctx = (1).to_bytes(8, "big")
