@@ -18,7 +18,9 @@ FIRST_BYTES_TIMEOUT_MS = 1_000
 CONNECT_TIMEOUT_MS = 3_000
 CLOSE_TIMEOUT_MS = 1_000
 MAX_PENDING_HANDSHAKES = 64
-MAX_PENDING_HANDSHAKES_PER_SOURCE = 8
+# At least the most peers one node may have (keiretsu_node.config.MAX_NODES, 15, less itself):
+# a local network runs every node on one host, all dialling from 127.0.0.1.
+MAX_PENDING_HANDSHAKES_PER_SOURCE = 16
 READ_CHUNK_BYTES = 64 * 1024
 WRITE_BATCH_BYTES = 256 * 1024
 MAX_HELLO_BYTES = 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 # Every IPv6 address in one /64 is one source: a single host is routinely given a whole /64,
@@ -50,6 +50,7 @@ class PendingHandshakes(Generic[K]):
         self._max_per_source = max_per_source
         self._source_of: dict[K, str] = {}  # insertion order is arrival order
         self._count_by_source: Counter[str] = Counter()
+        self._speaking: set[K] = set()  # entries that have sent their first bytes
 
     def __len__(self) -> int:
         return len(self._source_of)
@@ -62,16 +63,18 @@ class PendingHandshakes(Generic[K]):
 
     def admit(self, key: K, source: str) -> list[K]:
         """Record key as pending from source; return the entries dropped to make room (already
-        forgotten here; the caller ends their handshakes): the oldest from the same source when
-        that source is at its bound, then the oldest of all when every slot is taken."""
+        forgotten here; the caller ends their handshakes): from the same source when that source
+        is at its bound, then from all when every slot is taken; in each case the oldest silent
+        entry, or the oldest at all if every one has spoken (a genuine dialer speaks at once, so
+        silent sockets go first and a handshake in progress goes last)."""
         if key in self._source_of:
             raise AssertionError("a connection is admitted once")
         evicted: list[K] = []
         if self._count_by_source[source] >= self._max_per_source:
-            evicted.append(next(k for k, s in self._source_of.items() if s == source))
+            evicted.append(self._oldest(lambda s: s == source))
             self.release(evicted[-1])
         if len(self._source_of) >= self._max_total:
-            evicted.append(next(iter(self._source_of)))
+            evicted.append(self._oldest(lambda s: True))
             self.release(evicted[-1])
         self._source_of[key] = source
         self._count_by_source[source] += 1
@@ -81,11 +84,30 @@ class PendingHandshakes(Generic[K]):
             raise AssertionError("pending handshakes exceed their bound")
         return evicted
 
+    def mark_speaking(self, key: K) -> None:
+        """key has sent its first bytes: evicted only after every silent entry."""
+        if key in self._source_of:
+            self._speaking.add(key)
+
+    def _oldest(self, of_source: Callable[[str], bool]) -> K:
+        """The oldest silent entry whose source passes, else the oldest that passes."""
+        fallback: K | None = None
+        for k, s in self._source_of.items():
+            if of_source(s):
+                if k not in self._speaking:
+                    return k
+                if fallback is None:
+                    fallback = k
+        if fallback is None:
+            raise AssertionError("no pending handshake to evict")
+        return fallback
+
     def release(self, key: K) -> None:
         """Forget key (its handshake ended or it was evicted); releasing twice is harmless."""
         source = self._source_of.pop(key, None)
         if source is None:
             return
+        self._speaking.discard(key)
         self._count_by_source[source] -= 1
         if self._count_by_source[source] == 0:
             del self._count_by_source[source]  # keeps the tally as small as the pending set
@@ -95,4 +117,5 @@ class PendingHandshakes(Generic[K]):
         keys = list(self._source_of)
         self._source_of.clear()
         self._count_by_source.clear()
+        self._speaking.clear()
         return keys

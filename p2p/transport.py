@@ -302,6 +302,7 @@ class Transport:
             async with asyncio.timeout_at(pending.first_bytes_by_s) as deadline:
                 pending.deadline = deadline
                 await _first_bytes(writer)
+                self._pending.mark_speaking(pending)  # evicted after every silent connection
                 pending.extend_to_handshake_deadline()
                 return await self._accept(reader, writer)
         except TimeoutError:

@@ -31,31 +31,46 @@ FIRST_BYTES = RefusalCode.FIRST_BYTES_TIMEOUT.value
 # ---- admission rules (sans-IO) ---------------------------------------------------------------
 
 
+ADMIT, RELEASE, SPEAK = "admit", "release", "speak"
+
+
 @settings(deadline=None)  # timing under a loaded CI box is not the property
 @given(
     st.integers(min_value=1, max_value=6),
     st.integers(min_value=1, max_value=6),
-    st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=3)), max_size=60),
+    st.lists(st.tuples(st.sampled_from([ADMIT, ADMIT, RELEASE, SPEAK]), st.integers(min_value=0, max_value=3)),
+             max_size=60),
 )
-def test_admission_is_bounded_and_evicts_only_the_oldest_in_the_full_scope(
-    max_total: int, max_per_source: int, ops: list[tuple[bool, int]]
+def test_admission_is_bounded_and_evicts_the_oldest_silent_one_in_the_full_scope(
+    max_total: int, max_per_source: int, ops: list[tuple[str, int]]
 ) -> None:
     pending: PendingHandshakes[int] = PendingHandshakes(max_total, max_per_source)
     live: list[tuple[int, str]] = []  # the model: (key, source), oldest first
-    for key, (is_admit, n) in enumerate(ops):
+    speaking: set[int] = set()
+
+    def oldest(scope: list[int]) -> int:  # silent first, then any
+        return next((k for k in scope if k not in speaking), scope[0])
+
+    for key, (op, n) in enumerate(ops):
         source = f"10.0.0.{n}"
-        if not is_admit:
+        if op != ADMIT:
             if live:
-                released = live.pop(n % len(live))[0]
-                pending.release(released)
-                pending.release(released)  # twice is harmless
+                chosen = live[n % len(live)][0]
+                if op == SPEAK:
+                    pending.mark_speaking(chosen)
+                    speaking.add(chosen)
+                else:
+                    live = [(k, s) for k, s in live if k != chosen]
+                    pending.release(chosen)
+                    pending.release(chosen)  # twice is harmless
             continue
         expected: list[int] = []
         if sum(1 for _, s in live if s == source) >= max_per_source:
-            expected.append(next(k for k, s in live if s == source))
+            expected.append(oldest([k for k, s in live if s == source]))
             live = [(k, s) for k, s in live if k != expected[-1]]
         if len(live) >= max_total:
-            expected.append(live.pop(0)[0])
+            expected.append(oldest([k for k, _ in live]))
+            live = [(k, s) for k, s in live if k != expected[-1]]
         assert pending.admit(key, source) == expected  # nothing dropped unless a bound is full
         live.append((key, source))
         assert key in pending  # the newcomer always gets a slot
