@@ -32,6 +32,12 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 # (a batch is at most 8 MiB, but a transaction may emit 10,000 events): a follower must accept
 # any block the ledger holds, or a snapshot carrying it could never be installed.
 MAX_SNAPSHOT_DOCUMENT_BYTES = MAX_BLOCK_BYTES + 1024 * 1024
+# snapshot_chunks counts at least 8 bytes a pair and closes a document past SNAPSHOT_CHUNK_BYTES.
+MAX_PAIRS_PER_DOCUMENT = SNAPSHOT_CHUNK_BYTES // 8 + 1
+# A record's key: a state key of a few parts of at most 128 characters (ledger/state.py), a
+# block, index or history key; far below this.
+MAX_SNAPSHOT_KEY_BYTES = 4096
+SNAPSHOT_LOAD_BATCH_BYTES = 4 * 1024 * 1024  # received pairs written to the incoming store at once
 LEDGER_DIR = "ledger"
 INCOMING_DIR = "ledger.incoming"
 OLD_DIR = "ledger.old"
@@ -76,8 +82,12 @@ class SnapshotWriter:
 
     The bytes are a stream of msgpack documents (lists of [key, value] pairs, as
     snapshot_chunks() makes them), but the transport re-splits that stream at its own chunk
-    size (consensus/snapshot_transfer.py): a chunk arriving here may end inside a document, so
-    documents are decoded from the stream, not one per chunk.
+    size (consensus/snapshot_transfer.py): a chunk arriving here may end inside a document.
+    The stream is therefore read pair by pair (a document's array header, then its pairs),
+    each pair checked before it is kept, and what arrives is written in batches: memory holds
+    at most one pair being decoded (bounded by max_buffer_size) and one batch, whatever a peer
+    sends. (Decoding whole documents did not bound it: msgpack moves each finished element out
+    of the buffer that max_buffer_size bounds, so one open document could grow without limit.)
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -85,34 +95,76 @@ class SnapshotWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.store = LedgerStore(self.path)
-        # max_buffer_size bounds one document (and so memory) whatever a peer sends; the buffer
-        # grows with what arrives, so a document of 1 MiB costs 1 MiB, not the bound.
         self._unpacker = msgpack.Unpacker(raw=True, max_buffer_size=MAX_SNAPSHOT_DOCUMENT_BYTES,
-                                          max_bin_len=MAX_SNAPSHOT_DOCUMENT_BYTES)
+                                          max_bin_len=MAX_SNAPSHOT_DOCUMENT_BYTES, max_str_len=0,
+                                          max_array_len=MAX_PAIRS_PER_DOCUMENT, max_map_len=0, max_ext_len=0)
         self._fed_bytes = 0
+        self._pairs_left: int | None = None  # of the document being read; None between documents
+        self._batch: list[tuple[bytes, bytes]] = []
+        self._batch_bytes = 0
 
     def write(self, data: bytes) -> None:
         try:
             self._unpacker.feed(data)
             self._fed_bytes += len(data)
-            for pairs in self._unpacker:
-                self._write_pairs(pairs)
+            self._read_pairs()
         except SnapshotError:
             raise
         except Exception as exc:  # msgpack raises several unrelated types for bad input
             raise SnapshotError(f"damaged snapshot data: {exc}") from exc
 
-    def _write_pairs(self, pairs: object) -> None:
-        if not isinstance(pairs, list):
-            raise SnapshotError("snapshot document is not a list of pairs")
-        self.store.load_snapshot_records((bytes(key), bytes(value)) for key, value in pairs)
+    def _read_pairs(self) -> None:
+        unpacker = self._unpacker
+        while True:
+            try:
+                if self._pairs_left is None:
+                    count = unpacker.read_array_header()  # max_array_len does not apply here
+                    if count > MAX_PAIRS_PER_DOCUMENT:
+                        raise SnapshotError(f"a snapshot document of {count} pairs (at most {MAX_PAIRS_PER_DOCUMENT})")
+                    self._pairs_left = count
+                while self._pairs_left:
+                    self._keep(unpacker.unpack())
+                    self._pairs_left -= 1
+                self._pairs_left = None
+            except msgpack.OutOfData:
+                break  # the rest of it comes with the next chunk
+        self._flush()
+
+    def _keep(self, pair: object) -> None:
+        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            raise SnapshotError("a snapshot record is not a [key, value] pair of byte strings")
+        key, value = pair
+        if not 0 < len(key) <= MAX_SNAPSHOT_KEY_BYTES:
+            raise SnapshotError(f"a snapshot key of {len(key)} bytes (1..{MAX_SNAPSHOT_KEY_BYTES})")
+        self._batch.append((key, value))
+        self._batch_bytes += len(key) + len(value)
+        if self._batch_bytes >= SNAPSHOT_LOAD_BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.store.load_snapshot_records(iter(self._batch))
+            self._batch, self._batch_bytes = [], 0
 
     def finish(self) -> None:
-        if self._unpacker.tell() != self._fed_bytes:
+        if self._pairs_left is not None or self._unpacker.tell() != self._fed_bytes:
             raise SnapshotError("snapshot ends inside a document")
+        self._flush()
         # Sync everything written so far before the directory swap makes it the live store.
         self.store.finish_snapshot_load()
         self.store.close()
+
+
+def _check_head(incoming: LedgerStore, position: AppliedPosition, genesis_hash: bytes | None) -> None:
+    """The snapshot's applied position names its last block, which is there and matches, of
+    this node's chain: what the node checks at every start, checked before the swap."""
+    head = incoming.block(position.height)
+    if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
+        raise SnapshotError(f"the snapshot's block {position.height} is missing or does not match its position")
+    if incoming.block(position.height + 1) is not None:
+        raise SnapshotError(f"the snapshot holds blocks past its position (height {position.height})")
+    if genesis_hash is not None and incoming.genesis_hash() != genesis_hash:
+        raise SnapshotError("the snapshot is of another chain (its genesis differs)")
 
 
 def _counting(decoded: Callable[[bytes], SignedTx | None],
@@ -193,6 +245,7 @@ class LedgerApp:
             try:
                 incoming.verify_blocks()
                 position = incoming.position
+                _check_head(incoming, position, self.store.genesis_hash())
             finally:
                 incoming.close()
         except StoreError as exc:

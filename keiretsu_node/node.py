@@ -138,7 +138,7 @@ class Node:
             _verify_checksums(self.store.db, self.store.path)
             self.store.verify_blocks()
             self.executor.init_genesis()
-            _check_chain_head(self.store)
+            self.store.check_head()
         except StoreError as exc:
             self.store.close()
             raise NodeError(str(exc)) from exc
@@ -739,17 +739,3 @@ def _verify_checksums(db: Any, path: Path) -> None:
     except plyvel.Error as exc:
         raise StoreError(f"{path}: damaged: {_one_line(exc)}") from exc
 
-
-def _check_chain_head(store: LedgerStore) -> None:
-    """The block the applied position names must be there and be that block: a damaged or
-    half-copied data directory is refused here rather than served."""
-    position = store.position
-    if position.height < 0:
-        return
-    try:
-        head = store.block(position.height)
-    except Exception as exc:  # plyvel.CorruptionError or a decode error: the bytes are damaged
-        raise StoreError(f"{store.path}: block {position.height} cannot be read: {_one_line(exc)}") from exc
-    if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
-        raise StoreError(f"{store.path}: block {position.height} is missing or does not match the applied "
-                         "position; the data directory is damaged")

@@ -326,6 +326,21 @@ class LedgerStore:
             self.blocks.sync()
             batch.put(META_FORMAT, str(STORE_FORMAT_VERSION).encode())
 
+    def check_head(self) -> None:
+        """The block the applied position names is there and is that block: a damaged or
+        half-copied data directory, or an incomplete snapshot, is refused rather than served."""
+        position = self.position
+        if position.height < 0:
+            return
+        try:
+            head = self.block(position.height)
+        except Exception as exc:  # plyvel.CorruptionError or a decode error: the bytes are damaged
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise StoreError(f"{self.path}: block {position.height} cannot be read: {first_line}") from exc
+        if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
+            raise StoreError(f"{self.path}: block {position.height} is missing or does not match the applied "
+                             "position; the data directory is damaged")
+
     def verify_blocks(self) -> None:
         """Read every block record once with its checksum (the open-time check; LevelDB's own
         records are checked by reading them with verify_checksums)."""
@@ -437,6 +452,7 @@ class LedgerStore:
             # read, no more records: the next one could leave a gap or overwrite a named one.
             try:
                 self.blocks.rewind(self._last_block_end())
+                self._position = self._read_position()  # the batch's, if it landed: never stale
             except Exception as exc:
                 self.blocks.refuse_appends(f"after a failed commit its end is unknown ({exc})")
             raise failure

@@ -226,6 +226,10 @@ def test_a_batch_that_landed_before_a_failure_keeps_its_record(base: Path, tmp_p
     store.db = store.db.inner  # type: ignore[attr-defined]
     assert store.blocks.end == _record_end(store) == os.path.getsize(path / BLOCK_FILE_NAME)
     assert store.block(BLOCKS + 1) is not None
+    # The applied position follows LevelDB too: the same entry, retried in this process, is
+    # skipped (a stale position applied it twice, as a second block at the same height).
+    assert store.position.height == BLOCKS + 1 and store.position.raft_index == BLOCKS + 1
+    assert executor.apply(BATCHES[BLOCKS], BLOCKS + 1, 1) is None
     store.close()
     _finish_and_compare(path, reference)
 

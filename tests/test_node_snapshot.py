@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from contracts.registry import default_registry
+from keiretsu_node import ledger_app
 from keiretsu_node.ledger_app import LEDGER_DIR, LedgerApp, SnapshotError, recover_dirs
 from ledger.block import Block, BlockHeader, results_root
 from ledger.executor import Executor
 from ledger.merkle import merkle_root
 from ledger.sandbox import make_sandbox
-from ledger.store import AppliedPosition, LedgerStore
+from ledger.store import AppliedPosition, LedgerStore, height_key
 
 MIB = 1024 * 1024
 
@@ -103,3 +105,61 @@ def test_a_snapshot_re_split_in_transit_installs_and_a_truncated_one_is_refused(
         follower.install_snapshot(index, term, iter(pieces[:-1]))
     follower.install_snapshot(index, term, iter(pieces))
     assert follower_exec.store.position == leader_exec.store.position
+
+
+def _leader_with_blocks(tmp_path: Path, box, blocks: int) -> tuple[LedgerApp, Executor]:  # type: ignore[no-untyped-def]
+    leader, leader_exec = _node_ledger(tmp_path / "leader", box.genesis)
+    a, b = box.holders[0], box.holders[1]
+    leader_exec.apply(box.batch([box.call(box.agent, "cash", "mint", {"currency": "MXN", "to": a.address,
+                                                                      "amount": 100, "deposit_ref": "d"},
+                                          nonce=1)]), 1, 1)
+    for i in range(2, blocks + 1):
+        pay = box.call(a, "cash", "transfer", {"currency": "MXN", "to": b.address, "amount": 1}, nonce=i)
+        leader_exec.apply(box.batch([pay], time_ms=box.genesis.genesis_time_ms + i), i, 1)
+    return leader, leader_exec
+
+
+@pytest.mark.parametrize("bad", [
+    [[b"sfreeze\x1fzzz", 5]],  # an integer value: once installed as five zero bytes
+    [[64 * MIB, b""]],  # a nine-byte document once allocated a 64 MiB key
+    [[b"s" + b"k" * 5000, b"v"]],  # a key no store of ours holds
+    [[b"sk", b"v", b"extra"]],
+    [b"not a pair"],
+])
+def test_a_snapshot_record_that_is_not_a_pair_of_byte_strings_is_refused_before_anything_is_allocated(
+        tmp_path: Path, bad: list) -> None:  # type: ignore[type-arg]
+    box = make_sandbox(holders=2)
+    leader, leader_exec = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, follower_exec = _node_ledger(tmp_path / "follower", box.genesis)
+    index, term, chunks = leader.snapshot()
+    with pytest.raises(SnapshotError):
+        follower.install_snapshot(index, term, iter([*chunks, msgpack.packb(bad, use_bin_type=True)]))
+    assert follower_exec.store.position == leader_exec.store.position  # unchanged: genesis
+
+
+def test_a_snapshot_document_past_its_pair_bound_is_refused_from_its_header(tmp_path: Path) -> None:
+    """Decoded whole, one open document grew in memory without bound (msgpack moves each finished
+    pair out of the buffer max_buffer_size bounds): now its header alone is refused."""
+    box = make_sandbox(holders=2)
+    leader, _ = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, _ = _node_ledger(tmp_path / "follower", box.genesis)
+    index, term, chunks = leader.snapshot()
+    header = b"\xdd" + (ledger_app.MAX_PAIRS_PER_DOCUMENT + 1).to_bytes(4, "big")  # array 32
+    with pytest.raises(SnapshotError, match="pairs"):
+        follower.install_snapshot(index, term, iter([*chunks, header + msgpack.packb([b"k", b"v"])]))
+
+
+def test_a_snapshot_without_its_head_block_or_of_another_chain_is_refused_before_the_swap(tmp_path: Path) -> None:
+    box = make_sandbox(holders=2)
+    leader, leader_exec = _leader_with_blocks(tmp_path, box, 5)
+    follower, follower_exec = _node_ledger(tmp_path / "follower", box.genesis)
+    index, term, chunks = leader.snapshot()
+    head = height_key(leader_exec.store.position.height)
+    docs = [[p for p in msgpack.unpackb(d, raw=True) if p[0] != head] for d in chunks]
+    with pytest.raises(SnapshotError, match="missing or does not match"):
+        follower.install_snapshot(index, term, iter([msgpack.packb(d, use_bin_type=True) for d in docs]))
+    assert follower_exec.store.position.height == 0  # still the old ledger
+    other = make_sandbox(holders=2, chain_id="another-chain")
+    stranger, _ = _node_ledger(tmp_path / "stranger", other.genesis)
+    with pytest.raises(SnapshotError, match="another chain"):
+        stranger.install_snapshot(index, term, iter(list(leader.snapshot()[2])))
