@@ -134,6 +134,8 @@ def _parse_arg(text: str) -> tuple[str, Any]:
         return name, raw
     except RecursionError as exc:
         raise CliError(f"argument {name}: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise CliError(f"argument {name}: {exc}") from exc
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -155,8 +157,16 @@ def cmd_submit(args: argparse.Namespace) -> None:
     try:
         result = asyncio.run(go())
     except ApiError as exc:
+        if exc.outcome_unknown:  # it may have been accepted: running the command again would sign anew
+            raise CliError(f"outcome unknown for tx {tx.tx_id.hex()} ({exc.detail}); look it up with "
+                           f"`keiretsu query tx {tx.tx_id.hex()}` before submitting again") from exc
         raise CliError(f"refused: {exc.code}: {exc.detail}") from exc
     print(json.dumps(result, indent=2))
+    status = result.get("status")
+    if status == "dropped":
+        raise CliError(f"dropped: {result.get('reason')} {result.get('detail', '')}".rstrip())
+    if status == "pending" and not args.no_wait:
+        raise CliError(f"still pending after {args.timeout_ms} ms: tx {result.get('tx_id')}", exit_code=3)
     receipt = result.get("receipt")
     if receipt and receipt["result"] != "valid":
         raise CliError(f"committed but invalid: {receipt['reason']} {receipt['detail']}")
@@ -281,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -336,7 +336,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(ROUTES))
+    return web.json_response(openapi_document(ROUTES, ledger_free=LEDGER_FREE_PATHS,
+                                              max_wait_ms=_node(request).config.api.max_wait_ms))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

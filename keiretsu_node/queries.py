@@ -63,10 +63,10 @@ def security(ctx: Context, isin: str) -> contract_queries.InstrumentView | None:
 def holders(ctx: Context, asset: str, limit: int) -> dict[str, Any]:
     """The cap table: every holder with free and locked quantities, in address order."""
     rows = [{"address": addr, "free": b.free, "locked": b.locked, "total": b.total}
-            for addr, b in balances.holders(ctx, asset, limit)]
+            for addr, b in balances.holders(ctx, asset, limit + 1)]  # one more: is there more?
     issued, retired = balances.supply(ctx, asset)
-    return {"asset": asset, "outstanding": issued - retired, "holders": rows,
-            "holder_count": balances.holder_count(ctx, asset), "truncated": len(rows) >= limit}
+    return {"asset": asset, "outstanding": issued - retired, "holders": rows[:limit],
+            "holder_count": balances.holder_count(ctx, asset), "truncated": len(rows) > limit}
 
 
 def history(store: LedgerStore, subject: str, after: HistoryEntry | None, limit: int) -> dict[str, Any]:

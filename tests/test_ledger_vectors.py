@@ -122,13 +122,19 @@ def generate() -> dict[str, Any]:
             "signed_hex": tx.raw.hex(),
         },
         "two_signers": {
+            "about": "a body with two signers and its two signatures, in signer order; the call only shows "
+                     "the encoding (a node answers UNKNOWN_METHOD: a real DvP is settlement.dvp)",
+            "body": {"version": 1, "chain_id": CHAIN_ID, "contract": "settlement", "method": "settle",
+                     "args": to_typed({"trade": b"\x07" * 32}), "nonce": 7, "expires_at_ms": 1_700_000_600_000,
+                     "signers": [key.public_key.hex(), other.public_key.hex()]},
+            "body_hex": two.body_bytes.hex(),
             "signed_hex": two.raw.hex(), "tx_id": two.tx_id.hex(),
             "signers": [key.public_key.hex(), other.public_key.hex()],
         },
         "merkle": {
             "leaves": [leaf.hex() for leaf in leaves],
             "root": merkle_root(leaves).hex(),
-            "proofs": [{"index": i, "path": [{"side": "left" if left else "right", "hash": h.hex()}
+            "proofs": [{"index": i, "path": [{"left": left, "hash": h.hex()}  # as the API returns them
                                             for left, h in merkle_proof(leaves, i)]} for i in range(3)],
             "empty_root": merkle_root([]).hex(),
         },
@@ -212,7 +218,7 @@ def test_merkle_vectors(vectors):
     root = bytes.fromhex(spec["root"])
     assert merkle_root(leaves) == root
     for proof in spec["proofs"]:
-        path = [(step["side"] == "left", bytes.fromhex(step["hash"])) for step in proof["path"]]
+        path = [(step["left"], bytes.fromhex(step["hash"])) for step in proof["path"]]
         assert verify_proof(leaves[proof["index"]], path, root)
     assert hashlib.sha256(b"keiretsu/merkle-empty/v1").hexdigest() == spec["empty_root"]
 

@@ -17,16 +17,36 @@ from ledger.tx import SignedTx
 
 DEFAULT_TIMEOUT_S = 30
 BUSY_RETRIES = 20
+MAX_BUSY_WAIT_S = 10.0  # one wait between BUSY retries, whatever Retry-After says
+
+# The client's own codes (status 0): no node answered, so they are not refusals.
+UNREACHABLE = "UNREACHABLE"  # no connection was made: nothing was sent
+NO_ANSWER = "NO_ANSWER"  # sent, but no answer came: the outcome is unknown
 
 
 class ApiError(Exception):
-    """A node said no: HTTP status, stable code and the node's explanation."""
+    """A node said no (HTTP status, its stable code and explanation), or no node answered
+    (status 0: UNREACHABLE, nothing was sent; NO_ANSWER, the request may have taken effect)."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after_s = retry_after_s  # the node's Retry-After, when it sent one
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when a submission may have been accepted (look it up by its id; sending the same
+        bytes again is safe: a duplicate is refused)."""
+        return self.code == NO_ANSWER
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _lin(linearizable: bool) -> dict[str, str]:
@@ -60,26 +80,34 @@ class Client:
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             async with self._http().request(method, self.base_url + path, **kwargs) as resp:
-                if resp.content_type in ("application/json", "application/problem+json"):
-                    body = await resp.json()
-                else:
-                    body = await resp.text()
+                try:
+                    if resp.content_type in ("application/json", "application/problem+json"):
+                        body = await resp.json()
+                    else:
+                        body = await resp.text()
+                except ValueError as exc:  # a body that is not what its type says (a proxy's page)
+                    raise ApiError(resp.status, f"HTTP_{resp.status}", f"an answer that does not decode: {exc}") \
+                        from exc
                 if resp.status >= 400:
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
                     if isinstance(body, dict) and "code" in body:
-                        raise ApiError(resp.status, body["code"], body.get("detail", ""))
-                    raise ApiError(resp.status, f"HTTP_{resp.status}", str(body)[:200])
+                        raise ApiError(resp.status, body["code"], body.get("detail", ""), retry_after)
+                    raise ApiError(resp.status, f"HTTP_{resp.status}", str(body)[:200], retry_after)
                 return body
-        except aiohttp.ClientError as exc:
-            raise ApiError(0, "UNREACHABLE", f"{self.base_url}: {exc}") from exc
-        except TimeoutError as exc:
-            raise ApiError(0, "TIMEOUT", f"{self.base_url}{path}: no answer in time") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ApiError(0, UNREACHABLE, f"{self.base_url}: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(0, NO_ANSWER, f"{method} {self.base_url}{path}: no answer ({type(exc).__name__}); "
+                                         "the outcome is unknown") from exc
 
     # ---------------------------------------------------------------- transactions
 
     async def submit(self, tx: SignedTx, *, wait: bool = False, timeout_ms: int = 10_000) -> dict[str, Any]:
         """Submit one transaction; with wait=True, return once it is committed (or the wait ends).
 
-        A full mempool (BUSY) is retried with the node's Retry-After, a bounded number of times.
+        A full mempool (BUSY) is retried after the node's Retry-After (at least a growing
+        backoff, at most MAX_BUSY_WAIT_S a wait), a bounded number of times. NO_ANSWER means the
+        outcome is unknown: look the transaction up, or submit the same bytes again (safe).
         """
         params = {"wait": "true", "timeout_ms": str(timeout_ms)} if wait else {}
         for attempt in range(BUSY_RETRIES):
@@ -89,7 +117,7 @@ class Client:
             except ApiError as exc:
                 if exc.code != "BUSY" or attempt == BUSY_RETRIES - 1:
                     raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+                await asyncio.sleep(min(MAX_BUSY_WAIT_S, max(exc.retry_after_s or 0.0, 0.2 * (attempt + 1))))
         raise AssertionError("unreachable")
 
     async def submit_batch(self, txs: list[SignedTx], *, wait: bool = False,
