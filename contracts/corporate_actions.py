@@ -249,6 +249,10 @@ def cancel(ctx: Context, action_id: int) -> None:
         raise ContractError(Reason.UNAUTHORIZED, "only the declaring issuer cancels")
     if action.kind not in (DIVIDEND, SPLIT):
         raise ContractError(Reason.INVALID_STATE, "bond service follows the bond's terms")
+    if ctx.block.time_ms >= action.record_ms:  # a split's record_ms is its effective time
+        # Its record step may still be queued, but from its time on the action is due: holders
+        # have traded on it, whether or not its step has run yet.
+        raise ContractError(Reason.INVALID_STATE, f"action {action_id} is past its record time")
     if action.locked_minor:
         balances.unlock(ctx, action.currency, action.issuer, action.locked_minor)
     _advance(ctx, action, "cancel", locked_minor=0)
@@ -365,6 +369,10 @@ def cure_default(ctx: Context, action_id: int) -> None:
     _require_issuer(ctx, action.isin)
     if action.kind == COUPON and _bond_redeemed(ctx, action.isin):
         raise ContractError(Reason.INVALID_STATE, f"{action.isin} is redeemed: no holder is left to pay")
+    if action.kind == COUPON and _redemption_under_way(ctx, action):
+        # The coupon would run after the redemption (same bond: strict order) and find no holder.
+        raise ContractError(Reason.INVALID_STATE,
+                            f"the redemption of {action.isin} is under way: cure coupons before the redemption")
     _advance(ctx, action, "cure")
     if action.kind == COUPON:
         schedule.add(ctx, NAME, ctx.block.time_ms, "coupon_start", action_id)
@@ -377,6 +385,22 @@ def cure_default(ctx: Context, action_id: int) -> None:
 def _bond_redeemed(ctx: Context, isin: str) -> bool:
     issued, retired = balances.supply(ctx, isin)
     return issued > 0 and issued == retired
+
+
+def _redemption_of(ctx: Context, coupon: Action) -> Action:
+    """A coupon's bond's redemption: schedule_bond_service creates one action per coupon date
+    (strictly increasing), then the redemption, so it follows the coupons dated after this one."""
+    dates = securities.require_instrument(ctx, coupon.isin).coupon_schedule_ms
+    redemption = get_action(ctx, coupon.action_id + sum(1 for d in dates if d > coupon.record_ms) + 1)
+    if redemption is None or redemption.kind != REDEMPTION or redemption.isin != coupon.isin:
+        raise InvariantViolation(f"coupon {coupon.action_id} of {coupon.isin} has no redemption after it")
+    return redemption
+
+
+def _redemption_under_way(ctx: Context, coupon: Action) -> bool:
+    """Due and not ended: queued at maturity, cured (queued again) or converting."""
+    redemption = _redemption_of(ctx, coupon)
+    return redemption.status in ("declared", "paying") and redemption.payment_ms <= ctx.block.time_ms
 
 
 # ---------------------------------------------------------------- scheduled steps
@@ -474,6 +498,9 @@ def _step_convert(ctx: Context, item: schedule.DueItem, budget: int) -> schedule
     if action is None:
         return schedule.Progress(True, 1)
     if action.status == "declared":
+        # From this first step on, no new order or proposal on the security is taken, so the
+        # withdrawal below (bounded per block) ends however many are sent.
+        entitlements.mark_pending(ctx, action.isin, _conversion_name(action))
         if not _withdraw_open_trading(ctx, action, budget):
             return schedule.Progress(False, budget)  # more orders to cancel: go on next block
         action = _start_conversion(ctx, action)
@@ -499,16 +526,22 @@ def _step_convert(ctx: Context, item: schedule.DueItem, budget: int) -> schedule
 
 
 def _withdraw_open_trading(ctx: Context, action: Action, budget: int) -> bool:
-    """Cancel resting orders and open proposals on the security, in bounded steps.
+    """Cancel resting orders and open proposals on the security, at most `budget` in a step.
 
     They are priced and sized in the old units, and their locks must be released before the
     holdings are converted; True once none is left (the conversion may then start at once,
-    in the same step, so no new order can slip in between).
+    in the same step, so no new order can slip in between). A step that finds orders resting
+    spends its budget on them, and proposals wait for the next step unless there are none.
     """
     why = f"{action.kind} {action.action_id} changes what a unit of {action.isin} is"
-    if not market.withdraw_security_orders(ctx, action.isin, why, budget):
-        return False
+    if not market.withdraw_security_orders(ctx, action.isin, why, 0):  # limit 0: True iff none rests
+        done = market.withdraw_security_orders(ctx, action.isin, why, budget)
+        return done and negotiated.withdraw_security_proposals(ctx, action.isin, why, 0)
     return negotiated.withdraw_security_proposals(ctx, action.isin, why, budget)
+
+
+def _conversion_name(action: Action) -> str:
+    return f"corporate action {action.action_id}"
 
 
 def _start_conversion(ctx: Context, action: Action) -> Action:
@@ -518,6 +551,7 @@ def _start_conversion(ctx: Context, action: Action) -> Action:
     if action.kind == SPLIT:
         target = split_units(outstanding, action.ratio_to, action.ratio_from)
         if target > MAX_AMOUNT:
+            entitlements.clear_pending(ctx, action.isin)
             _advance(ctx, action, "unfunded")
             ctx.emit("split_failed", action_id=action.action_id, isin=action.isin, reason=str(Reason.SUPPLY_EXCEEDED))
             return replace(action, status="failed")
@@ -527,10 +561,11 @@ def _start_conversion(ctx: Context, action: Action) -> Action:
         funded: list[Action] = []
         error = schedule.isolated(ctx, lambda child: funded.append(_fund_from_reserve(child, action, needed)))
         if error is not None:
+            entitlements.clear_pending(ctx, action.isin)  # a cure runs the conversion again
             _default(ctx, action, needed, error)
             return replace(action, status="defaulted")
         started = _advance(ctx, funded[0], "pay")
-    entitlements.hold(ctx, action.isin, f"corporate action {action.action_id}")
+    entitlements.hold(ctx, action.isin, _conversion_name(action))
     ctx.touch(action.isin)
     ctx.emit(f"{action.kind}_started", action_id=action.action_id, isin=action.isin, outstanding=outstanding)
     return started
@@ -597,6 +632,7 @@ def _finish_split(ctx: Context, action: Action) -> None:
     authorised = min(max(split_units(instrument.authorised_supply, action.ratio_to, action.ratio_from),
                          action.units_target), MAX_AMOUNT)
     securities.save_instrument(ctx, replace(instrument, authorised_supply=authorised))
+    securities.record_unit_change(ctx, action.isin)  # an offering open across it is void (offerings.py)
     entitlements.release(ctx, action.isin)
     _advance(ctx, action, "finish")
     issued, retired = balances.supply(ctx, action.isin)
@@ -634,9 +670,18 @@ STEPS: dict[str, schedule.Handler] = {
 }
 
 
+def _asset_of(ctx: Context, item: schedule.DueItem) -> str:
+    return require_action(ctx, item.ref).isin
+
+
+# One lane per asset: an asset's steps run in strict order, unrelated to other assets' work.
+# Fixing a record is O(1) and must happen at its time, so it runs even with the budget spent.
+LANES = schedule.Lanes(lane_of=_asset_of, unbudgeted=frozenset({"dividend_record", "coupon_start"}))
+
+
 def begin_block(ctx: Context) -> None:
-    """Every due step, in (time, declaration) order, within MAX_PAYMENTS_PER_BLOCK."""
-    schedule.run_due(ctx, NAME, STEPS, MAX_PAYMENTS_PER_BLOCK)
+    """Every due step, in (time, declaration) order per asset, within MAX_PAYMENTS_PER_BLOCK."""
+    schedule.run_due(ctx, NAME, STEPS, MAX_PAYMENTS_PER_BLOCK, LANES)
 
 
 def next_due_ms(ctx: Context) -> int | None:

@@ -8,7 +8,7 @@ time, and keeps transactions off an asset while a split or redemption converts i
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from contracts.base import Context
@@ -21,14 +21,16 @@ _START = ""  # sorts before every address: nothing is paid yet
 
 @dataclass(frozen=True)
 class Watch:
-    """An asset's open record snapshots (id -> last account paid) and its conversion hold."""
+    """An asset's open record snapshots (id -> last account paid), its conversion hold, and
+    the conversion about to hold it (withdrawing the orders and proposals on it first)."""
 
     snapshots: dict[str, str]
     held_by: str | None
+    pending_by: str | None = None
 
     @property
     def empty(self) -> bool:
-        return not self.snapshots and self.held_by is None
+        return not self.snapshots and self.held_by is None and self.pending_by is None
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,19 @@ def get_watch(ctx: Context, asset: str) -> Watch:
     raw = ctx.get(_watch_key(asset))
     if raw is None:
         return Watch({}, None)
-    return Watch(dict(raw["snapshots"]), raw["held_by"])
+    return Watch(dict(raw["snapshots"]), raw["held_by"], raw.get("pending_by"))
 
 
 def _save_watch(ctx: Context, asset: str, watch: Watch) -> None:
     if watch.empty:
         ctx.delete(_watch_key(asset))
-    else:
-        ctx.put(_watch_key(asset), {"snapshots": watch.snapshots, "held_by": watch.held_by})
+        return
+    record: dict[str, Any] = {"snapshots": watch.snapshots, "held_by": watch.held_by}
+    if watch.pending_by is not None:
+        # Stored only while set: a watch without a pending conversion keeps the record (and the
+        # state hash) it always had.
+        record["pending_by"] = watch.pending_by
+    ctx.put(_watch_key(asset), record)
 
 
 def before_change(ctx: Context, asset: str, account: str, old_total: int) -> None:
@@ -107,7 +114,7 @@ def open_snapshot(ctx: Context, asset: str, snapshot: str) -> None:
     if len(watch.snapshots) >= MAX_OPEN_SNAPSHOTS_PER_ASSET:
         raise ContractError(Reason.LIMIT_EXCEEDED, f"{asset} has {MAX_OPEN_SNAPSHOTS_PER_ASSET} open snapshots")
     require(snapshot not in watch.snapshots, f"snapshot {snapshot} opened twice")
-    _save_watch(ctx, asset, Watch({**watch.snapshots, snapshot: _START}, watch.held_by))
+    _save_watch(ctx, asset, replace(watch, snapshots={**watch.snapshots, snapshot: _START}))
 
 
 def next_entitled(ctx: Context, asset: str, snapshot: str, limit: int) -> list[Entitlement]:
@@ -146,7 +153,7 @@ def mark_paid(ctx: Context, asset: str, snapshot: str, account: str) -> None:
     watch = get_watch(ctx, asset)
     require(account > watch.snapshots[snapshot], "snapshot accounts are paid in address order")
     ctx.delete(_record_key(asset, snapshot, account))
-    _save_watch(ctx, asset, Watch({**watch.snapshots, snapshot: account}, watch.held_by))
+    _save_watch(ctx, asset, replace(watch, snapshots={**watch.snapshots, snapshot: account}))
 
 
 def close_snapshot(ctx: Context, asset: str, snapshot: str, limit: int) -> bool:
@@ -159,7 +166,7 @@ def close_snapshot(ctx: Context, asset: str, snapshot: str, limit: int) -> bool:
         return False
     watch = get_watch(ctx, asset)
     snapshots = {k: v for k, v in watch.snapshots.items() if k != snapshot}
-    _save_watch(ctx, asset, Watch(snapshots, watch.held_by))
+    _save_watch(ctx, asset, replace(watch, snapshots=snapshots))
     return True
 
 
@@ -172,17 +179,44 @@ def holders_after(ctx: Context, asset: str, cursor: str, limit: int) -> list[Hol
     return [Holding(account, raw[0], raw[1]) for account, raw in found.items()]
 
 
+def mark_pending(ctx: Context, asset: str, action: str) -> None:
+    """`action` will hold `asset` once the orders and proposals on it are withdrawn.
+
+    From then on no new order or proposal on it is taken (market.require_not_converting), so
+    the withdrawal, bounded per block, ends however many are sent. Balances are not held yet.
+    """
+    watch = get_watch(ctx, asset)
+    if watch.pending_by == action:
+        return
+    require(watch.pending_by is None and watch.held_by is None, f"{asset} converted by two actions at once")
+    _save_watch(ctx, asset, replace(watch, pending_by=action))
+
+
+def clear_pending(ctx: Context, asset: str) -> None:
+    """The pending conversion will not run (a split above the largest amount, a defaulted redemption)."""
+    watch = get_watch(ctx, asset)
+    if watch.pending_by is not None:
+        _save_watch(ctx, asset, replace(watch, pending_by=None))
+
+
 def hold(ctx: Context, asset: str, action: str) -> None:
     """Refuse transactions that touch `asset` until `release` (a split or redemption runs)."""
     watch = get_watch(ctx, asset)
     require(watch.held_by is None, f"{asset} held twice")
-    _save_watch(ctx, asset, Watch(watch.snapshots, action))
+    require(watch.pending_by in (None, action), f"{asset} held by {action} while {watch.pending_by} is pending")
+    _save_watch(ctx, asset, replace(watch, held_by=action, pending_by=None))
 
 
 def release(ctx: Context, asset: str) -> None:
     watch = get_watch(ctx, asset)
-    _save_watch(ctx, asset, Watch(watch.snapshots, None))
+    _save_watch(ctx, asset, replace(watch, held_by=None))
 
 
 def held_by(ctx: Context, asset: str) -> str | None:
     return get_watch(ctx, asset).held_by
+
+
+def converting(ctx: Context, asset: str) -> str | None:
+    """The split or redemption holding `asset`, or about to (withdrawing its orders), or None."""
+    watch = get_watch(ctx, asset)
+    return watch.held_by or watch.pending_by

@@ -111,15 +111,16 @@ def require_trading(ctx: Context, isin: str) -> None:
 
 
 def require_not_converting(ctx: Context, isin: str) -> None:
-    """ASSET_PAUSED while a split or redemption converts the security's holdings (its hold).
+    """ASSET_PAUSED from a split's or redemption's first step until its conversion ends.
 
     Every order and proposal in the old units is withdrawn before the hold starts, so none may
-    be made during it: a buy locks only cash, so the hold's balance hook would not refuse it,
+    be made meanwhile: a buy locks only cash, so the hold's balance hook would not refuse it,
     and it would rest priced and sized in units that no longer exist once the conversion ends.
+    Refused already while the withdrawal runs (bounded per block), or new orders could outpace it.
     """
-    action = entitlements.held_by(ctx, isin)
+    action = entitlements.converting(ctx, isin)
     if action is not None:
-        raise ContractError(Reason.ASSET_PAUSED, f"{isin} is held while {action} converts it")
+        raise ContractError(Reason.ASSET_PAUSED, f"{isin} is being converted by {action}")
 
 
 def _require_venue_authority(ctx: Context) -> str:

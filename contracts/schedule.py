@@ -2,7 +2,8 @@
 
 Part of contracts/. Items are keyed by (owner, due time, sequence) in the state, so every node
 finds them in the same order; the owner's begin_block runs the due ones within a work budget,
-and an item whose work is not finished stays at the head and continues in the next block.
+and an item whose work is not finished stays in place (holding back its lane) and continues in
+the next block.
 """
 
 from __future__ import annotations
@@ -76,20 +77,41 @@ def next_due_ms(ctx: Any, owner: str) -> int | None:
     return head[0].due_ms if head else None
 
 
-def run_due(ctx: Context, owner: str, handlers: dict[str, Handler], budget: int) -> None:
-    """Run due items in (time, sequence) order until the budget is spent or one is unfinished.
+@dataclass(frozen=True)
+class Lanes:
+    """How a queue's items may pass each other: strict order inside a lane, lanes independent.
 
-    An unfinished item blocks the ones behind it, so an object's actions never overtake each
-    other (a split finishes before a later dividend's record snapshot opens).
+    `lane_of` names an item's lane (corporate actions: the asset). `unbudgeted` kinds are O(1)
+    steps that must run at their time (fixing a record): they run when they reach the head of
+    their lane even if other lanes have spent the block's budget.
     """
+
+    lane_of: Callable[[Context, DueItem], str]
+    unbudgeted: frozenset[str]
+
+
+def run_due(ctx: Context, owner: str, handlers: dict[str, Handler], budget: int,
+            lanes: Lanes | None = None) -> None:
+    """Run due items in (time, sequence) order within the budget.
+
+    An item that is unfinished, or that the budget did not reach, holds back the items behind
+    it in its lane, so an object's actions never overtake each other (a split finishes before a
+    later dividend's record snapshot opens). Without `lanes` the whole queue is one lane.
+    """
+    blocked: set[str] = set()
     for item in pending(ctx, owner, MAX_DUE_ITEMS_PER_BLOCK):
-        if item.due_ms > ctx.block.time_ms or budget <= 0:
+        if item.due_ms > ctx.block.time_ms:
             return
-        progress = handlers[item.kind](ctx, item, budget)
-        budget -= max(1, progress.work)
-        if not progress.done:
-            return
-        remove(ctx, item)
+        lane = "" if lanes is None else lanes.lane_of(ctx, item)
+        if lane in blocked:
+            continue
+        if budget > 0 or (lanes is not None and item.kind in lanes.unbudgeted):
+            progress = handlers[item.kind](ctx, item, budget)
+            budget = max(0, budget - max(1, progress.work))
+            if progress.done:
+                remove(ctx, item)
+                continue
+        blocked.add(lane)
 
 
 def isolated(ctx: Context, work: Callable[[Context], None]) -> ContractError | None:
