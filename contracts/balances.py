@@ -87,7 +87,15 @@ def supply(ctx: Context, asset: str) -> tuple[int, int]:
 
 
 def holder_count(ctx: Context, asset: str) -> int:
+    """Accounts with a non-zero balance of the asset (free or locked): the cap table's rows."""
     return ctx.get(holder_count_key(asset)) or 0
+
+
+def holder_count_besides(ctx: Context, asset: str, treasury: str) -> int:
+    """holder_count without `treasury` (a security's issuer: its own units are no holding that a
+    maximum of holders counts, securities.counted_holders)."""
+    count = holder_count(ctx, asset)
+    return count - 1 if get(ctx, asset, treasury).total else count
 
 
 def _set(ctx: Context, asset: str, account: str, old: Balance, new: Balance, watch: Any = _UNREAD) -> None:

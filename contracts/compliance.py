@@ -235,8 +235,9 @@ def forced_transfer(ctx: Context, asset: str, source: str, target: str, quantity
     kind = settlement.asset_kind(ctx, asset)
     if kind == settlement.SECURITY:
         instrument = securities.require_instrument(ctx, asset)
-        empties_source = balances.get(ctx, asset, source).total == quantity
-        securities.check_receiver(ctx, instrument, target, freed_slots=1 if empties_source else 0)
+        held = balances.get(ctx, asset, source).total
+        securities.check_receiver(ctx, instrument, target,
+                                  freed_slots=securities.freed_slots_of(instrument, source, held, quantity))
     else:
         participants.require_eligible(ctx, target, Reason.RECEIVER_NOT_ELIGIBLE)
         check_not_frozen(ctx, target, asset)

@@ -62,6 +62,7 @@ class Offering:
     subscribed_units: int = 0
     investors: int = 0
     subscriptions: int = 0  # sequence of subscribe calls: the time order used to break ties
+    unit_changes: int = 0  # securities.unit_changes at the opening: the unit price_minor is for
 
 
 @dataclass(frozen=True)
@@ -159,13 +160,17 @@ def open_offering(ctx: Context, isin: str, currency: str, price_minor: int, min_
         raise ContractError(Reason.BAD_ARGUMENTS, "need opens_ms < closes_ms and a close after the block time")
     if price_minor * max_units > MAX_AMOUNT:
         raise ContractError(Reason.BAD_ARGUMENTS, "price * max_units exceeds the largest amount")
+    if instrument.maturity_ms is not None and closes_ms > instrument.maturity_ms:
+        # Closing at maturity still sells first (offerings run before the redemption in a block).
+        raise ContractError(Reason.BAD_ARGUMENTS, f"a bond's offering closes by maturity ({instrument.maturity_ms})")
     issued, retired = balances.supply(ctx, isin)
     if issued - retired + max_units > instrument.authorised_supply:
         raise ContractError(Reason.SUPPLY_EXCEEDED, f"{isin} cannot issue {max_units} more units")
     offering_id = (ctx.get(state_key("off_seq")) or 0) + 1
     ctx.put(state_key("off_seq"), offering_id)
     offering = Offering(offering_id, isin, instrument.issuer, currency, price_minor, min_units, max_units,
-                        min_per_investor, max_per_investor, opens_ms, closes_ms)
+                        min_per_investor, max_per_investor, opens_ms, closes_ms,
+                        unit_changes=securities.unit_changes(ctx, isin))
     _save(ctx, offering)
     schedule.add(ctx, NAME, closes_ms, "close", offering_id)
     ctx.touch(isin)
@@ -181,6 +186,9 @@ def subscribe(ctx: Context, offering_id: int, units: int) -> None:
     if offering.status != OPEN or not offering.opens_ms <= ctx.block.time_ms < offering.closes_ms:
         raise ContractError(Reason.INVALID_STATE, f"offering {offering_id} is not taking subscriptions")
     instrument = securities.require_instrument(ctx, offering.isin)
+    void = _void(ctx, offering, instrument)
+    if void is not None:
+        raise void
     if instrument.paused:
         raise ContractError(Reason.ASSET_PAUSED, f"{offering.isin} is paused")
     securities.check_receiver(ctx, instrument, investor)
@@ -244,6 +252,21 @@ def _refund(ctx: Context, offering: Offering, allocation: Allocation) -> None:
 # ---------------------------------------------------------------- the close, on block time
 
 
+def _void(ctx: Context, offering: Offering, instrument: securities.Instrument) -> ContractError | None:
+    """Why the offering can no longer sell what it offered (INVALID_STATE), or None.
+
+    Its unit changed since it opened (a split or reverse split completed): price_minor, the
+    units subscribed and every bound are in a unit that no longer exists, and no conversion of
+    them is exact. Or its bond is redeemed: nothing would ever redeem a unit sold now.
+    """
+    if securities.unit_changes(ctx, offering.isin) != offering.unit_changes:
+        return ContractError(Reason.INVALID_STATE, f"a split changed the unit of {offering.isin} since offering "
+                                                   f"{offering.offering_id} opened: its price and units are void")
+    if instrument.kind == securities.BOND and securities.bond_redeemed(ctx, offering.isin):
+        return ContractError(Reason.INVALID_STATE, f"{offering.isin} is redeemed: no unit may be issued")
+    return None
+
+
 def _eligible(ctx: Context, offering: Offering, instrument: securities.Instrument, sub: Subscription) -> bool:
     """May this investor still receive the units and pay from its locked cash (checks only)?
 
@@ -284,9 +307,13 @@ def _step_close(ctx: Context, item: schedule.DueItem, budget: int) -> schedule.P
         return schedule.Progress(False, 1)  # a split converts the units: issue after it, in its units
     instrument = securities.require_instrument(ctx, offering.isin)
     subs = subscriptions(ctx, offering.offering_id)
+    work = len(subs) + 1
+    void = _void(ctx, offering, instrument)
+    if void is not None:
+        _fail(ctx, offering, void)
+        return schedule.Progress(True, work)
     eligible = [s for s in subs if _eligible(ctx, offering, instrument, s)]
     eligible_units = sum(s.units for s in eligible)
-    work = len(subs) + 1
     if eligible_units < offering.min_units:
         _advance(ctx, offering, "below_minimum")
         _release_all(ctx, offering, "offering_undersubscribed", eligible_units=eligible_units)
@@ -308,9 +335,14 @@ def _step_close(ctx: Context, item: schedule.DueItem, budget: int) -> schedule.P
 
     error = schedule.isolated(ctx, close)
     if error is not None:
-        _advance(ctx, offering, "fail")
-        _release_all(ctx, offering, "offering_failed", reason=str(error.reason), detail=error.detail)
+        _fail(ctx, offering, error)
     return schedule.Progress(True, work)
+
+
+def _fail(ctx: Context, offering: Offering, error: ContractError) -> None:
+    """Nothing is sold: every subscriber's cash is released and the event says why."""
+    offering = _advance(ctx, offering, "fail")
+    _release_all(ctx, offering, "offering_failed", reason=str(error.reason), detail=error.detail)
 
 
 STEPS: dict[str, schedule.Handler] = {"close": _step_close}

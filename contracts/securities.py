@@ -104,9 +104,32 @@ def require_instrument(ctx: Context, isin: str) -> Instrument:
 
 
 def save_instrument(ctx: Context, instrument: Instrument) -> None:
-    """Replace an instrument's record (pause, or a corporate action changing authorised supply)."""
+    """Replace an instrument's record (a regulator's pause, or a split scaling the authorised supply)."""
     ctx.put(instrument_key(instrument.isin), instrument.to_state())
     ctx.touch(instrument.isin)
+
+
+def record_unit_change(ctx: Context, isin: str) -> None:
+    """What one unit of `isin` is has changed (a split or reverse split has completed:
+    corporate_actions._finish_split): counted, so an offering priced per unit can tell that its
+    unit is gone (offerings.py)."""
+    ctx.put(_unit_changes_key(isin), unit_changes(ctx, isin) + 1)
+
+
+def _unit_changes_key(isin: str) -> bytes:
+    return state_key("unit_changes", isin)
+
+
+def unit_changes(ctx: Context, isin: str) -> int:
+    """How many times a corporate action has changed what one unit of `isin` is (splits done)."""
+    return ctx.get(_unit_changes_key(isin)) or 0
+
+
+def bond_redeemed(ctx: Context, isin: str) -> bool:
+    """True once the bond's redemption at maturity has completed: nothing will redeem a unit
+    issued after it. corporate_actions writes this key as the redemption completes (its
+    _redeemed_key, valued with the redemption's action id)."""
+    return ctx.exists(state_key("ca_redeemed", isin))
 
 
 # ---------------------------------------------------------------- rules
@@ -114,15 +137,41 @@ def save_instrument(ctx: Context, instrument: Instrument) -> None:
 
 def check_receiver(ctx: Context, instrument: Instrument, account: str, *, freed_slots: int = 0,
                    frozen: bool | None = None) -> None:
-    """May `account` receive this security now? `freed_slots` = holders the same move removes;
-    `frozen`: compliance.is_frozen(account, the security), if the caller has just asked it."""
+    """May `account` receive this security now? `freed_slots` = counted holders the same move
+    removes (freed_slots_of); `frozen`: compliance.is_frozen(account, the security), if the
+    caller has just asked it. The receiver needs the investor role even if it is the issuer:
+    only a split's fractions reach an issuer's treasury without it (docs/CONTRACTS.md)."""
     found = participants.require_eligible(ctx, account, Reason.RECEIVER_NOT_ELIGIBLE, participants.INVESTOR)
     if instrument.qualified_only and not found.qualified:
         raise ContractError(Reason.QUALIFIED_ONLY, f"{instrument.isin} is for qualified investors only")
     if compliance.is_frozen(ctx, account, instrument.isin) if frozen is None else frozen:
         raise ContractError(Reason.ACCOUNT_FROZEN, f"receiver {account} is frozen for {instrument.isin}")
-    if instrument.max_holders is not None and balances.get(ctx, instrument.isin, account).total == 0:
-        after = balances.holder_count(ctx, instrument.isin) + 1 - freed_slots
+    if instrument.max_holders is not None:
+        check_holder_room(ctx, instrument, account, freed_slots=freed_slots)
+
+
+def counted_holders(ctx: Context, instrument: Instrument) -> int:
+    """Holders of the security that its maximum counts: every non-zero balance but the issuer's.
+
+    The issuer's own units (a split's fractions, docs/LIFECYCLE.md) are its treasury, not a
+    holding: they count towards no maximum. balances.holder_count counts every non-zero balance.
+    """
+    return balances.holder_count_besides(ctx, instrument.isin, instrument.issuer)
+
+
+def freed_slots_of(instrument: Instrument, source: str, source_total: int, quantity: int) -> int:
+    """Counted holders a move of `quantity` from `source` (holding `source_total`) removes: 1 if
+    it empties a holder, 0 if it leaves some, or if the source is the issuer (never counted)."""
+    return 1 if source_total == quantity and source != instrument.issuer else 0
+
+
+def check_holder_room(ctx: Context, instrument: Instrument, account: str, *, freed_slots: int = 0) -> None:
+    """MAX_HOLDERS_REACHED if `account` would be a new counted holder past the maximum once the
+    same move has removed `freed_slots` counted holders (see freed_slots_of)."""
+    if instrument.max_holders is None or account == instrument.issuer:
+        return
+    if balances.get(ctx, instrument.isin, account).total == 0:
+        after = counted_holders(ctx, instrument) + 1 - freed_slots
         if after > instrument.max_holders:
             raise ContractError(Reason.MAX_HOLDERS_REACHED,
                                 f"{instrument.isin} is limited to {instrument.max_holders} holders")
@@ -149,7 +198,7 @@ def check_transfer(ctx: Context, isin: str, source: str, target: str, quantity: 
     participants.require_eligible(ctx, source, Reason.SENDER_NOT_ELIGIBLE)
     source_freeze = compliance.check_not_frozen(ctx, source, isin)
     held = balances.get(ctx, isin, source)
-    check_receiver(ctx, instrument, target, freed_slots=1 if held.total == quantity else 0)
+    check_receiver(ctx, instrument, target, freed_slots=freed_slots_of(instrument, source, held.total, quantity))
     if from_locked:
         if held.locked < quantity:
             raise ContractError(Reason.INSUFFICIENT_LOCKED_BALANCE, f"{source} has {held.locked} locked {isin}")
@@ -169,7 +218,13 @@ def transfer_checked(ctx: Context, isin: str, source: str, target: str, quantity
 
 
 def issue_to(ctx: Context, instrument: Instrument, to: str, quantity: int) -> None:
-    """Create units for an eligible holder within the authorised supply (no signer check)."""
+    """Create units for an eligible holder within the authorised supply (no signer check).
+
+    Never for a redeemed bond (INVALID_STATE): its redemption has run, so nothing would ever
+    redeem the new units (the authorised supply alone would allow them: outstanding is 0).
+    """
+    if instrument.kind == BOND and bond_redeemed(ctx, instrument.isin):
+        raise ContractError(Reason.INVALID_STATE, f"{instrument.isin} is redeemed: no unit may be issued")
     issued, retired = balances.supply(ctx, instrument.isin)
     if issued - retired + quantity > instrument.authorised_supply:
         raise ContractError(Reason.SUPPLY_EXCEEDED,

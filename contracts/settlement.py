@@ -138,9 +138,10 @@ def _deliver(ctx: Context, terms: FillTerms, seller: str, buyer: str, quantity: 
         raise ContractError(Reason.LOCKED_UP, f"{isin} is locked up until {terms.lockup_until_ms}")
     held = balances.get(ctx, isin, seller)
     if terms.max_holders is not None and balances.get(ctx, isin, buyer).total == 0:
-        after = balances.holder_count(ctx, isin) + 1 - (1 if held.total == quantity else 0)
-        if after > terms.max_holders:
-            raise ContractError(Reason.MAX_HOLDERS_REACHED, f"{isin} is limited to {terms.max_holders} holders")
+        # A new holder: check_receiver's rule, the issuer's treasury not counted (docs/CONTRACTS.md).
+        instrument = securities.require_instrument(ctx, isin)
+        securities.check_holder_room(ctx, instrument, buyer,
+                                     freed_slots=securities.freed_slots_of(instrument, seller, held.total, quantity))
     _move(ctx, terms, isin, seller, buyer, quantity, from_locked, held)
 
 

@@ -198,6 +198,9 @@ def test_a_split_scales_locked_units_too() -> None:
 
 
 def test_an_offering_closing_during_a_split_waits_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close waits for the split's hold; then, the unit having changed since the offering
+    opened, it fails and refunds everyone (docs/LIFECYCLE.md). It used to sell the 50 units,
+    priced in the old unit, as 50 new units (h002 ended with 58 for the same cash)."""
     monkeypatch.setattr(corporate_actions, "MAX_PAYMENTS_PER_BLOCK", 1)
     world, isin, names = holders_world([4, 4, 4])
     out = world.ok("issuer", "offerings", "open_offering", isin=isin, currency="MXN", price_minor=10, min_units=1,
@@ -209,9 +212,11 @@ def test_an_offering_closing_during_a_split_waits_for_it(monkeypatch: pytest.Mon
              effective_ms=world.time_ms + DAY_MS)
     run_block(world, world.time_ms + DAY_MS)  # the split starts converting, one holder per block
     events = run_block(world, world.time_ms + DAY_MS)
-    assert "offering_settled" not in [e.kind for e in events], "held: the close waits"
-    run_until_idle(world, world.time_ms)
-    assert units_of(world, isin, names) == [2008, 8, 58]
+    assert not [e for e in events if e.kind in ("offering_settled", "offering_failed")], "held: the close waits"
+    events = run_until_idle(world, world.time_ms)
+    assert [e.kind for e in events].index("split_completed") < [e.kind for e in events].index("offering_failed")
+    assert units_of(world, isin, names) == [2008, 8, 8]
+    assert world.bal("MXN", "h002") == balances.Balance(1_000_000, 0)
 
 
 # ---------------------------------------------------------------- bonds
