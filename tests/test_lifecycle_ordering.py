@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import corporate_actions, entitlements
+from contracts import corporate_actions, entitlements, schedule
 from ledger.block import Event
 from ledger.reasons import Reason
 from tests.contracts_world import World, addr
@@ -142,6 +142,21 @@ def test_another_issuers_payments_never_delay_a_record(monkeypatch: pytest.Monke
     assert _status(world, other) == "recorded"
     world.ok("alice", "securities", "transfer", isin=isin2, to=addr("bob"), quantity=10)
     events = run_until_idle(world, start + 3 * DAY_MS)
+    assert _paid(events, other) == {addr("alice"): 70}
+
+
+def test_one_assets_backlog_does_not_hide_another_issuers_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unfinished item with many due items of its asset behind it filled the 64 items a block
+    looked at, so another asset's record, further on, ran late (and a transfer after its record
+    time moved the entitlement). Items of a held-back lane are passed over without counting."""
+    world, isin, isin2, start = _big_dividend_paying(monkeypatch)  # budget 1: the first pays for blocks
+    for i in range(schedule.MAX_DUE_ITEMS_PER_BLOCK // 2):  # two due items each, all behind it
+        _declare(world, "issuer", isin, 1, record_ms=start + DAY_MS + 100 + i, payment_ms=start + DAY_MS + 100 + i)
+    other = _declare(world, "dave", isin2, 7, record_ms=start + DAY_MS + 1000, payment_ms=start + 3 * DAY_MS)
+    run_block(world, start + DAY_MS)
+    run_block(world, start + DAY_MS + 2000)  # dave's record is due: taken now
+    world.ok("alice", "securities", "transfer", isin=isin2, to=addr("bob"), quantity=10)
+    events = run_until_idle(world, start + 3 * DAY_MS, max_blocks=400)
     assert _paid(events, other) == {addr("alice"): 70}
 
 
