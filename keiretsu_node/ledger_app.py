@@ -83,11 +83,12 @@ class SnapshotWriter:
     The bytes are a stream of msgpack documents (lists of [key, value] pairs, as
     snapshot_chunks() makes them), but the transport re-splits that stream at its own chunk
     size (consensus/snapshot_transfer.py): a chunk arriving here may end inside a document.
-    The stream is therefore read pair by pair (a document's array header, then its pairs),
-    each pair checked before it is kept, and what arrives is written in batches: memory holds
-    at most one pair being decoded (bounded by max_buffer_size) and one batch, whatever a peer
-    sends. (Decoding whole documents did not bound it: msgpack moves each finished element out
-    of the buffer that max_buffer_size bounds, so one open document could grow without limit.)
+    The stream is therefore read header by header and byte string by byte string (a document's
+    array header, each pair's, then its key and value), each checked before it is kept, and
+    what arrives is written in batches: memory holds at most one byte string being decoded
+    (bounded by max_buffer_size) and one batch, whatever a peer sends. (Decoding whole documents,
+    or whole pairs, did not bound it: msgpack moves each finished element out of the buffer that
+    max_buffer_size bounds, so one open document, or one pair of nested arrays, grew without limit.)
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -95,11 +96,16 @@ class SnapshotWriter:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.store = LedgerStore(self.path)
+        # max_array_len=0: no array is ever built from a peer's bytes (read_array_header, which
+        # this bound does not apply to, reads the document's and each pair's headers), so each
+        # unpack() is one byte string (or a scalar or empty container, refused in _bytes).
         self._unpacker = msgpack.Unpacker(raw=True, max_buffer_size=MAX_SNAPSHOT_DOCUMENT_BYTES,
                                           max_bin_len=MAX_SNAPSHOT_DOCUMENT_BYTES, max_str_len=0,
-                                          max_array_len=MAX_PAIRS_PER_DOCUMENT, max_map_len=0, max_ext_len=0)
+                                          max_array_len=0, max_map_len=0, max_ext_len=0)
         self._fed_bytes = 0
         self._pairs_left: int | None = None  # of the document being read; None between documents
+        self._key: bytes | None = None  # of the pair being read, once its key has arrived
+        self._in_pair = False  # the pair's header has been read
         self._batch: list[tuple[bytes, bytes]] = []
         self._batch_bytes = 0
 
@@ -123,17 +129,21 @@ class SnapshotWriter:
                         raise SnapshotError(f"a snapshot document of {count} pairs (at most {MAX_PAIRS_PER_DOCUMENT})")
                     self._pairs_left = count
                 while self._pairs_left:
-                    self._keep(unpacker.unpack())
+                    if not self._in_pair:
+                        if unpacker.read_array_header() != 2:
+                            raise SnapshotError("a snapshot record is not a [key, value] pair")
+                        self._in_pair = True
+                    if self._key is None:
+                        self._key = _bytes(unpacker.unpack())
+                    self._keep(self._key, _bytes(unpacker.unpack()))
+                    self._key, self._in_pair = None, False
                     self._pairs_left -= 1
                 self._pairs_left = None
             except msgpack.OutOfData:
                 break  # the rest of it comes with the next chunk
         self._flush()
 
-    def _keep(self, pair: object) -> None:
-        if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes or type(pair[1]) is not bytes:
-            raise SnapshotError("a snapshot record is not a [key, value] pair of byte strings")
-        key, value = pair
+    def _keep(self, key: bytes, value: bytes) -> None:
         if not 0 < len(key) <= MAX_SNAPSHOT_KEY_BYTES:
             raise SnapshotError(f"a snapshot key of {len(key)} bytes (1..{MAX_SNAPSHOT_KEY_BYTES})")
         self._batch.append((key, value))
@@ -147,12 +157,18 @@ class SnapshotWriter:
             self._batch, self._batch_bytes = [], 0
 
     def finish(self) -> None:
-        if self._pairs_left is not None or self._unpacker.tell() != self._fed_bytes:
+        if self._pairs_left is not None or self._in_pair or self._unpacker.tell() != self._fed_bytes:
             raise SnapshotError("snapshot ends inside a document")
         self._flush()
         # Sync everything written so far before the directory swap makes it the live store.
         self.store.finish_snapshot_load()
         self.store.close()
+
+
+def _bytes(item: object) -> bytes:
+    if type(item) is not bytes:
+        raise SnapshotError("a snapshot record is not a [key, value] pair of byte strings")
+    return item
 
 
 def _check_head(incoming: LedgerStore, position: AppliedPosition, genesis_hash: bytes | None) -> None:

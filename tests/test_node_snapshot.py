@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import msgpack
@@ -163,3 +164,24 @@ def test_a_snapshot_without_its_head_block_or_of_another_chain_is_refused_before
     stranger, _ = _node_ledger(tmp_path / "stranger", other.genesis)
     with pytest.raises(SnapshotError, match="another chain"):
         stranger.install_snapshot(index, term, iter(list(leader.snapshot()[2])))
+
+
+def test_a_snapshot_pair_of_nested_arrays_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """One pair whose value is a million empty arrays in a thousand arrays (~1 MiB on the wire)
+    was built whole (~70 MiB of Python objects) before its type was checked: no array from a
+    peer is built now."""
+    box = make_sandbox(holders=2)
+    leader, _ = _node_ledger(tmp_path / "leader", box.genesis)
+    follower, _ = _node_ledger(tmp_path / "follower", box.genesis)
+    index, term, chunks = leader.snapshot()
+    thousand = (1000).to_bytes(2, "big")
+    nested = b"\xdc" + thousand + (b"\xdc" + thousand + b"\x90" * 1000) * 1000  # array 16 of arrays 16
+    document = b"\x91" + b"\x92" + msgpack.packb(b"sk") + nested
+    tracemalloc.start()
+    try:
+        with pytest.raises(SnapshotError):
+            follower.install_snapshot(index, term, iter([*chunks, document]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB
