@@ -163,13 +163,18 @@ def cmd_submit(args: argparse.Namespace) -> None:
         raise CliError(f"refused: {exc.code}: {exc.detail}") from exc
     print(json.dumps(result, indent=2))
     status = result.get("status")
+    if status == "pending":
+        if not args.no_wait:
+            raise CliError(f"still pending after {args.timeout_ms} ms: tx {result.get('tx_id')}", exit_code=3)
+        return
     if status == "dropped":
         raise CliError(f"dropped: {result.get('reason')} {result.get('detail', '')}".rstrip())
-    if status == "pending" and not args.no_wait:
-        raise CliError(f"still pending after {args.timeout_ms} ms: tx {result.get('tx_id')}", exit_code=3)
+    if status != "committed":  # 'unknown' (the node forgot a drop) or anything unforeseen
+        raise CliError(f"not committed ({status}): tx {result.get('tx_id', tx.tx_id.hex())}")
     receipt = result.get("receipt")
-    if receipt and receipt["result"] != "valid":
-        raise CliError(f"committed but invalid: {receipt['reason']} {receipt['detail']}")
+    if not receipt or receipt["result"] != "valid":
+        raise CliError(f"committed but invalid: {receipt['reason']} {receipt['detail']}" if receipt
+                       else f"committed without a receipt in the answer: tx {tx.tx_id.hex()}")
 
 
 def cmd_query(args: argparse.Namespace) -> None:

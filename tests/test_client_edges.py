@@ -95,6 +95,29 @@ async def test_busy_is_retried_after_the_nodes_retry_after(fake_node, monkeypatc
     assert waits == [3.0, 3.0]  # the node's 3 s, not the client's own 0.2 s and 0.4 s
 
 
+@pytest.mark.parametrize("status, body, content_type, unknown", [
+    (500, b'{"code": "INTERNAL", "detail": "a defect"}', "application/problem+json", True),  # after admission?
+    (502, b"<html>bad gateway</html>", "text/html", True),  # a proxy: the node may have taken it
+    (504, b"", "text/plain", True),
+    (202, b"<html>", "application/json", True),  # a success we cannot read
+    (503, b'{"code": "NOT_READY", "detail": "replacing"}', "application/problem+json", False),  # refused first
+    (400, b'{"code": "BAD_SIGNATURE", "detail": "no"}', "application/problem+json", False),
+])
+async def test_a_submission_is_outcome_unknown_unless_a_node_refused_it(fake_node, status, body, content_type,
+                                                                        unknown) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    url = await fake_node(answer)
+    async with Client(url) as client:
+        with pytest.raises(ApiError) as posted:
+            await client.submit(_tx())
+        assert posted.value.outcome_unknown is unknown
+        with pytest.raises(ApiError) as read:
+            await client.block(0)
+        assert read.value.outcome_unknown is False  # a read changes nothing
+
+
 async def test_an_answer_that_does_not_decode_is_an_api_error(fake_node) -> None:
     async def proxy_page(request: web.Request) -> web.Response:
         return web.Response(status=502, body=b"<html>bad gateway</html>", content_type="application/json")
@@ -147,6 +170,8 @@ async def test_a_cap_table_of_exactly_the_limit_is_not_truncated(tmp_path) -> No
     ({"tx_id": "ab", "status": "dropped", "reason": "EXPIRED", "detail": "expired before block time 5"}, 1,
      "error: dropped: EXPIRED"),
     ({"tx_id": "ab", "status": "pending"}, 3, "error: still pending"),
+    ({"tx_id": "ab", "status": "unknown"}, 1, "error: not committed (unknown)"),
+    ({"tx_id": "ab", "status": "committed", "receipt": {"result": "valid"}}, 0, ""),
     (None, 1, "error: outcome unknown for tx"),
 ])
 async def test_submit_exits_non_zero_unless_the_transaction_committed(tmp_path, fake_node, answer, code,

@@ -17,6 +17,7 @@ from ledger.tx import SignedTx
 
 DEFAULT_TIMEOUT_S = 30
 BUSY_RETRIES = 20
+CONNECT_TIMEOUT_S = 10.0
 MAX_BUSY_WAIT_S = 10.0  # one wait between BUSY retries, whatever Retry-After says
 
 # The client's own codes (status 0): no node answered, so they are not refusals.
@@ -28,18 +29,22 @@ class ApiError(Exception):
     """A node said no (HTTP status, its stable code and explanation), or no node answered
     (status 0: UNREACHABLE, nothing was sent; NO_ANSWER, the request may have taken effect)."""
 
-    def __init__(self, status: int, code: str, detail: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, status: int, code: str, detail: str, retry_after_s: float | None = None,
+                 *, outcome_unknown: bool = False) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.status = status
         self.code = code
         self.detail = detail
         self.retry_after_s = retry_after_s  # the node's Retry-After, when it sent one
+        # A submission may have been accepted: look it up by its id (sending the same bytes again
+        # is safe: a duplicate is refused). Set for a request that may have changed something and
+        # got no node's refusal: no answer, a failure other than BUSY or NOT_READY (a node's 500,
+        # a proxy's 502 or 504), or a success that does not decode.
+        self.outcome_unknown = outcome_unknown
 
-    @property
-    def outcome_unknown(self) -> bool:
-        """True when a submission may have been accepted (look it up by its id; sending the same
-        bytes again is safe: a duplicate is refused)."""
-        return self.code == NO_ANSWER
+
+# What a node answers before it changes anything: the request is refused, nothing happened.
+REFUSED_BEFORE_ANYTHING = frozenset({"BUSY", "NOT_READY"})
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -59,7 +64,9 @@ class Client:
     def __init__(self, base_url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # The connection has its own bound, so a node that never accepts is UNREACHABLE (nothing
+        # was sent), not NO_ANSWER.
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
     async def __aenter__(self) -> Client:
         return self
@@ -78,6 +85,7 @@ class Client:
             self._session = None
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        writes = method != "GET"  # a request that may change something: its outcome matters
         try:
             async with self._http().request(method, self.base_url + path, **kwargs) as resp:
                 try:
@@ -86,19 +94,20 @@ class Client:
                     else:
                         body = await resp.text()
                 except ValueError as exc:  # a body that is not what its type says (a proxy's page)
-                    raise ApiError(resp.status, f"HTTP_{resp.status}", f"an answer that does not decode: {exc}") \
-                        from exc
+                    raise ApiError(resp.status, f"HTTP_{resp.status}", f"an answer that does not decode: {exc}",
+                                   outcome_unknown=writes and (resp.status < 400 or resp.status >= 500)) from exc
                 if resp.status >= 400:
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    if isinstance(body, dict) and "code" in body:
-                        raise ApiError(resp.status, body["code"], body.get("detail", ""), retry_after)
-                    raise ApiError(resp.status, f"HTTP_{resp.status}", str(body)[:200], retry_after)
+                    code = body["code"] if isinstance(body, dict) and "code" in body else f"HTTP_{resp.status}"
+                    detail = body.get("detail", "") if isinstance(body, dict) and "code" in body else str(body)[:200]
+                    unknown = writes and resp.status >= 500 and code not in REFUSED_BEFORE_ANYTHING
+                    raise ApiError(resp.status, code, detail, retry_after, outcome_unknown=unknown)
                 return body
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise ApiError(0, UNREACHABLE, f"{self.base_url}: {exc}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(0, NO_ANSWER, f"{method} {self.base_url}{path}: no answer ({type(exc).__name__}); "
-                                         "the outcome is unknown") from exc
+                                         "the outcome is unknown", outcome_unknown=writes) from exc
 
     # ---------------------------------------------------------------- transactions
 
