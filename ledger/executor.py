@@ -18,8 +18,8 @@ from contracts.base import BlockContext, Context, Method
 from contracts.registry import Registry
 from ledger import codec
 from ledger.auth import resolve_signer
-from ledger.batch import Batch, BatchError
-from ledger.block import GENESIS_PREV_HASH, RECEIPT_ENCODED, Block, BlockHeader, Receipt, results_root
+from ledger.batch import MAX_BATCH_BYTES, Batch, BatchError
+from ledger.block import GENESIS_PREV_HASH, MAX_BLOCK_BYTES, RECEIPT_ENCODED, Block, BlockHeader, Receipt, results_root
 from ledger.frozen import check_buildable, new_record, set_fields
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
@@ -159,10 +159,20 @@ BEYOND_THE_CODEC = (codec.OutOfRange, OverflowError)
 BEYOND_THE_CODEC_DETAIL = "a value past what the ledger stores"
 
 
+# The receipts of one block, encoded, at most: with its transactions (a batch, MAX_BATCH_BYTES)
+# and ample room for the header, the failed receipts and the block-start events, a block stays
+# under MAX_BLOCK_BYTES, which the block file refuses past (every node, every replay: a halt).
+MAX_BLOCK_RECEIPTS_BYTES = MAX_BLOCK_BYTES - MAX_BATCH_BYTES - 32 * 1024 * 1024
+RECEIPTS_FULL_DETAIL = "the block's receipts would pass what a block may hold; send it again"
+
+
 def _beyond_the_codec(tx: SignedTx, signers: tuple[str, ...], exc: Exception) -> tuple[Receipt, tuple[str, ...]]:
+    return _limit_exceeded(tx, signers, f"{BEYOND_THE_CODEC_DETAIL}: {exc}")
+
+
+def _limit_exceeded(tx: SignedTx, signers: tuple[str, ...], detail: str) -> tuple[Receipt, tuple[str, ...]]:
     subjects = list(signers) or list(tx.signer_addresses)
-    return (Receipt(tx.tx_id, Reason.LIMIT_EXCEEDED, f"{BEYOND_THE_CODEC_DETAIL}: {exc}", ()),
-            tuple(_dedupe(subjects)))
+    return Receipt(tx.tx_id, Reason.LIMIT_EXCEEDED, detail, ()), tuple(_dedupe(subjects))
 
 
 def _collect_system_events(system_ctx: Context, hook_ctx: Context) -> None:
@@ -285,8 +295,10 @@ class Executor:
         dropped: list[tuple[int, Dropped]] = []
         receipts: list[Receipt] = []
         tx_subjects: list[tuple[str, ...]] = []
+        receipts_room = MAX_BLOCK_RECEIPTS_BYTES
         for tx in self._admit(batch.txs, bctx, dropped, decoded):
-            receipt, subjects = self._run_tx(block_overlay, bctx, tx)
+            receipt, subjects = self._run_tx(block_overlay, bctx, tx, receipts_room)
+            receipts_room -= len(receipt.encoded)
             accepted.append(tx)
             receipts.append(receipt)
             tx_subjects.append(subjects)
@@ -424,7 +436,8 @@ class Executor:
         if body.expires_at_ms > bctx.time_ms + MAX_TX_LIFETIME_MS:
             raise TxRejected(Reason.EXPIRY_TOO_FAR, f"expiry more than {MAX_TX_LIFETIME_MS} ms ahead")
 
-    def _run_tx(self, block_overlay: Overlay, bctx: BlockContext, tx: SignedTx) -> tuple[Receipt, tuple[str, ...]]:
+    def _run_tx(self, block_overlay: Overlay, bctx: BlockContext, tx: SignedTx,
+                receipts_room: int = MAX_BLOCK_RECEIPTS_BYTES) -> tuple[Receipt, tuple[str, ...]]:
         tx_overlay = block_overlay.child()
         signers: tuple[str, ...] = ()
         body = tx.body
@@ -452,9 +465,11 @@ class Executor:
         set_fields(receipt, "__dict__", {"tx_id": tx.tx_id, "reason": Reason.OK, "detail": "",
                                          "events": tuple(ctx.events)})
         try:
-            RECEIPT_ENCODED.compute_into(receipt)  # kept for results_root and the stored block
+            encoded = RECEIPT_ENCODED.compute_into(receipt)  # kept for results_root and the stored block
         except BEYOND_THE_CODEC as exc:  # an event the codec refused
             return _beyond_the_codec(tx, signers, exc)
+        if len(encoded) > receipts_room:  # its events would make a block the block file refuses
+            return _limit_exceeded(tx, signers, RECEIPTS_FULL_DETAIL)
         tx_overlay.merge_into(block_overlay)
         subjects = list(signers)
         for group in ctx.event_subjects:

@@ -16,6 +16,7 @@ import pytest
 from contracts import builtin
 from contracts.base import UINT, Context, MethodTable
 from contracts.registry import Registry
+from ledger import executor as executor_module
 from ledger.codec import CodecError
 from ledger.executor import Executor
 from ledger.reasons import Reason
@@ -109,3 +110,16 @@ def test_a_value_of_a_type_the_codec_never_holds_is_our_bug_and_still_stops_the_
     with pytest.raises(CodecError) as stopped:
         _apply(executor, 2, [("fine", 1), ("floaty", 3)])
     assert "cannot be encoded" in str(stopped.value)
+
+
+def test_a_transaction_whose_receipt_would_overfill_the_block_fails_alone(executor, monkeypatch) -> None:
+    """A block past MAX_BLOCK_BYTES is refused by the block file on every node and every replay;
+    the executor keeps the block's receipts within their share, failing the transaction whose
+    receipt would pass it (rolled back, LIMIT_EXCEEDED), and the rest of the block goes on."""
+    fine = _apply(executor, 2, [("fine", 1)])
+    one_receipt = len(fine.block.receipts[0].encoded)
+    monkeypatch.setattr(executor_module, "MAX_BLOCK_RECEIPTS_BYTES", 2 * one_receipt)
+    applied = _apply(executor, 3, [("fine", 2), ("fine", 3), ("fine", 4)])
+    assert [r.reason for r in applied.block.receipts] == [Reason.OK, Reason.OK, Reason.LIMIT_EXCEEDED]
+    assert applied.block.receipts[2].detail == executor_module.RECEIPTS_FULL_DETAIL
+    assert executor.store.state.get(b"probe\x1ffine") is not None
