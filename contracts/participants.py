@@ -25,7 +25,7 @@ from contracts.base import (
     one_of,
 )
 from ledger import auth
-from ledger.keys import address_of, is_address
+from ledger.keys import address_of, is_address, is_public_key
 from ledger.reasons import ContractError, Reason
 from ledger.state import KEY_CACHE_ENTRIES, prefix_of, state_key
 
@@ -329,6 +329,8 @@ def recover_key(ctx: Context, address: str, new_public_key: bytes, reason: str) 
         raise ContractError(Reason.NOT_FOUND, f"{address} is not a participant")
     if not reason:
         raise ContractError(Reason.BAD_ARGUMENTS, "a recovery states its reason")
+    if not is_public_key(new_public_key):  # it could never sign: the account would be locked
+        raise ContractError(Reason.BAD_ARGUMENTS, "new_public_key is not an Ed25519 public key (mistyped?)")
     old_key = auth.current_key(ctx.state, address)
     still_original = old_key is None and address_of(new_public_key) == address
     if old_key == new_public_key or still_original:

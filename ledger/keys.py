@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -128,6 +129,14 @@ def is_address(text: object) -> bool:
     except AddressError:
         return False
     return True
+
+
+def is_public_key(data: object) -> bool:
+    """32 bytes that libsodium takes as an Ed25519 public key (a canonical point of the curve,
+    not of small order): any other 32 bytes can never verify a signature, so a key given to an
+    account must pass this (a mistyped one would lock the account). Deterministic everywhere."""
+    return (isinstance(data, bytes) and len(data) == PUBLIC_KEY_BYTES
+            and nacl.bindings.crypto_core_ed25519_is_valid_point(data))
 
 
 @functools.lru_cache(maxsize=ADDRESS_CACHE_ENTRIES)

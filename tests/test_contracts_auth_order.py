@@ -16,6 +16,7 @@ import pytest
 
 from contracts import balances, participants, securities
 from ledger.block import Receipt
+from ledger.keys import is_public_key
 from ledger.reasons import Reason
 from tests.contracts_world import PROSPECTUS, START_MS, ExecWorld, World, addr, key, market
 
@@ -69,6 +70,19 @@ def test_a_key_the_account_had_before_can_be_given_back_but_not_another_accounts
     assert _recover(chain, "alice-new").valid  # bound to alice before: restored
     assert _pays(chain, "alice-new") == Reason.OK
     assert _pays(chain, "alice-newer") == Reason.KEY_REVOKED
+
+
+def test_a_recovery_to_bytes_that_are_no_public_key_is_refused_and_the_account_keeps_its_key() -> None:
+    good = key("alice-new").public_key
+    mistyped = next(k for k in (bytes([i]) + good[1:] for i in range(256)) if not is_public_key(k))
+    world = World(operators=("operator",))
+    world.admit("regulator", participants.REGULATOR)
+    world.admit("alice", participants.INVESTOR)
+    world.refused(Reason.BAD_ARGUMENTS, ("operator", "regulator"), "participants", "recover_key",
+                  address=addr("alice"), new_public_key=mistyped, reason="lost")
+    assert participants.recoveries(world.view(), addr("alice")) == []
+    world.ok(("operator", "regulator"), "participants", "recover_key", address=addr("alice"),
+             new_public_key=good, reason="lost")
 
 
 def test_recovery_accepts_an_operator_and_a_different_regulator_in_any_order() -> None:
