@@ -199,13 +199,14 @@ def phase_rows(result: dict[str, Any]) -> list[list[str]]:
                      f"{p['blocks_per_s']:.1f}", f"{p['mean_block_txs']:.0f}", cpu,
                      f"{usage['loadgen']['cpu_cores']:.2f}", f"{usage['machine']['other_processes_cores']:.2f}",
                      f"{p['cpu_cost'].get('nodes_cpu_ms_per_tx', 0):.2f}",
-                     f"{p['counts']['busy']}/{p['counts']['rejected']}/{p['counts']['invalid']}"])
+                     f"{p['counts']['busy']}/{p['counts']['rejected']}/{p['counts']['invalid']}",
+                     f"{p.get('not_committed_txs', 0):,}"])
     return rows
 
 
 PHASE_HEADERS = ["phase", "load", "committed tx/s", "latency ms p50/p95/p99/max", "trade ms p50/p99",
                  "blocks/s", "txs/block", "node CPU (cores)", "loadgen CPU", "others' CPU",
-                 "node CPU-ms/tx", "busy/rejected/invalid"]
+                 "node CPU-ms/tx", "busy/rejected/invalid", "not committed"]
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -257,8 +258,9 @@ def draw_png(result: dict[str, Any], path: Path) -> None:
         top.plot(t, [row["committed"] for row in p["timeline"]], color="tab:blue")
         top.set_title(f"{p['name']} ({p['mode']} loop): committed tx/s")
         top.set_ylabel("tx/s")
-        bottom.plot(t, [row["p50_ms"] for row in p["timeline"]], label="p50")
-        bottom.plot(t, [row["p99_ms"] for row in p["timeline"]], label="p99")
+        gap = float("nan")  # a second with no commit: a gap in the line, not a 0 ms dip
+        bottom.plot(t, [gap if row["p50_ms"] is None else row["p50_ms"] for row in p["timeline"]], label="p50")
+        bottom.plot(t, [gap if row["p99_ms"] is None else row["p99_ms"] for row in p["timeline"]], label="p99")
         bottom.set_ylabel("submit-to-commit ms")
         bottom.set_xlabel("seconds into phase")
         bottom.legend()

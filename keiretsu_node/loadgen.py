@@ -414,8 +414,10 @@ def plan_load(mix: dict[str, int], count: int, accounts: int, addresses: list[st
         raise LoadError("the load needs at least 2 accounts")
     plans: list[TxPlan] = []
     nonce = first_nonce
+    step = 0  # one per workload drawn (an order adds two plans: indexing by plans skewed the mix)
     while len(plans) < count:
-        kind = kinds[len(plans) % len(kinds)]
+        kind = kinds[step % len(kinds)]
+        step += 1
         a = rng.randrange(accounts)
         b = (a + 1 + rng.randrange(accounts - 1)) % accounts
         nonce += 2
@@ -455,6 +457,11 @@ class RequestRecord:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
+# Events that record a trade settled DvP: a fill on the book, or a bilateral settlement.dvp.
+SETTLED_TRADES = frozenset({"trade", "dvp_settled"})
+NOT_SENT = "NOT_SENT_OVERLOAD"
+
+
 def _tally(record: RequestRecord, results: list[dict[str, Any]]) -> None:
     for r in results:
         if not r.get("accepted", False):
@@ -468,7 +475,7 @@ def _tally(record: RequestRecord, results: list[dict[str, Any]]) -> None:
             receipt = r.get("receipt", {})
             if receipt.get("result") == "valid":
                 record.valid += 1
-                record.trades += sum(1 for e in receipt.get("events", ()) if e.get("kind") == "trade")
+                record.trades += sum(1 for e in receipt.get("events", ()) if e.get("kind") in SETTLED_TRADES)
             else:
                 record.invalid += 1
                 reason = receipt.get("reason", "?")
@@ -526,7 +533,7 @@ async def open_loop(net: Network, chunks: list[list[bytes]], rate_tps: float, re
         if len(tasks) >= MAX_INFLIGHT_REQUESTS:
             counters["not_sent_overload_txs"] += len(chunk)
             records.append(RequestRecord(intended, intended, time.perf_counter(), len(chunk), failed=True,
-                                         reasons={"NOT_SENT_OVERLOAD": len(chunk)}))
+                                         reasons={NOT_SENT: len(chunk)}))
             continue
         task = asyncio.create_task(_send(net, chunk, intended, records))
         tasks.add(task)
@@ -665,10 +672,35 @@ def _latency_ms(pairs: list[tuple[float, int]]) -> dict[str, float]:
             "max": round(top * 1000, 1), "samples": sum(w for _, w in pairs)}
 
 
+def _not_committed(r: RequestRecord) -> int:
+    """Transactions of a request that neither committed nor were refused or dropped by a node:
+    still pending at the end of the wait, lost with a failed request, or never sent."""
+    return r.pending + (r.txs if r.failed else 0)
+
+
+def _latencies(records: list[RequestRecord], phase_end: float) -> list[tuple[float, int]]:
+    """(latency, transactions) for every transaction meant to commit: a committed one's real
+    latency; one not committed counts with at least the time it was seen waiting (a never-sent
+    one: until the phase ended), so the slowest requests are never dropped from the tail."""
+    pairs = []
+    for r in records:
+        if r.valid + r.invalid:
+            pairs.append((r.done_s - r.intended_s, r.valid + r.invalid))
+        missing = _not_committed(r)
+        if missing:
+            until = phase_end if NOT_SENT in r.reasons else r.done_s
+            pairs.append((max(until, r.done_s) - r.intended_s, missing))
+    return pairs
+
+
 def summarize(records: list[RequestRecord], started: float, warmup_s: float) -> dict[str, Any]:
-    """Throughput over the window after warm-up; latency of every tx sent in that window."""
+    """Throughput over the window after warm-up; latency of every tx sent in that window (those
+    that never committed at no less than the time they were seen waiting)."""
     window_start = started + warmup_s
-    end = max((r.done_s for r in records), default=window_start)
+    # The window ends at the last commit: a request that committed nothing (pending, failed)
+    # must not stretch it.
+    end = max((r.done_s for r in records if r.valid + r.invalid), default=window_start)
+    phase_end = max((r.done_s for r in records), default=window_start)
     if not any(r.intended_s >= window_start for r in records):
         window_start, warmup_s = started, 0.0  # the phase was over before warm-up ended: count it all
     measured = [r for r in records if r.intended_s >= window_start]
@@ -684,9 +716,10 @@ def summarize(records: list[RequestRecord], started: float, warmup_s: float) -> 
         "window_s": round(seconds, 3),
         "warmup_s_applied": warmup_s,
         "committed_tps": round(committed / seconds, 1),
-        "submit_to_commit_ms": _latency_ms([(r.done_s - r.intended_s, r.valid + r.invalid) for r in measured]),
+        "submit_to_commit_ms": _latency_ms(_latencies(measured, phase_end)),
         "trade_to_settlement_ms": _latency_ms([(r.done_s - r.intended_s, r.trades) for r in measured]),
         "counts": totals,
+        "not_committed_txs": sum(_not_committed(r) for r in records),
         "failed_requests": sum(1 for r in records if r.failed),
         "reasons": reasons,
     }
@@ -702,6 +735,9 @@ def timeline(records: list[RequestRecord], started: float) -> list[dict[str, Any
     out = []
     for second in range(max(buckets, default=-1) + 1):
         pairs = buckets.get(second, [])
+        if not pairs:  # nothing committed: no latency to show (None draws a gap, not a 0 ms dip)
+            out.append({"t_s": second, "committed": 0, "p50_ms": None, "p99_ms": None})
+            continue
         p50, p99 = weighted_percentiles(pairs, (0.5, 0.99))
         out.append({"t_s": second, "committed": sum(w for _, w in pairs),
                     "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1)})

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keiretsu_node import bench
+from keiretsu_node import bench, loadgen
 from keiretsu_node.loadgen import plan_load, weighted_percentiles
 
 
@@ -60,6 +60,54 @@ def test_order_flow_is_planned_as_crossing_pairs_of_distinct_accounts() -> None:
     assert [p.args["side"] for p in plans] == ["sell", "buy"] * 5
     for sell, buy in zip(plans[::2], plans[1::2], strict=False):
         assert sell.signers != buy.signers and sell.args["price"] == buy.args["price"]
+
+
+def test_a_mixed_workload_runs_the_mix_asked_for_and_keeps_each_order_pair_together() -> None:
+    plans = plan_load({"transfer": 3, "dvp": 1, "order": 1}, 6_000, 10, [f"a{i}" for i in range(10)], "BNC", "ISIN",
+                      random.Random(2), 0)
+    methods = [p.method for p in plans]
+    assert (methods.count("transfer"), methods.count("dvp"), methods.count("place_order")) == (3_000, 1_000, 2_000)
+    sides = [p.args["side"] for p in plans if p.method == "place_order"]
+    assert sides == ["sell", "buy"] * 1_000
+    for i, plan in enumerate(plans):  # a sell is always followed by its buy: no request splits a pair
+        if plan.method == "place_order" and plan.args["side"] == "sell":
+            assert plans[i + 1].method == "place_order" and plans[i + 1].args["side"] == "buy"
+
+
+def _record(intended: float, done: float, txs: int, **outcome: object) -> loadgen.RequestRecord:
+    return loadgen.RequestRecord(intended, intended, done, txs, **outcome)  # type: ignore[arg-type]
+
+
+def test_requests_that_never_committed_stay_in_the_latency_tail_and_out_of_the_rate() -> None:
+    """A batch still pending after the commit wait, one lost with its request and one never sent
+    are the slowest of the phase: dropped from the percentiles, they hid the tail (and stretched
+    the committed rate's window to their return)."""
+    records = [_record(i * 0.01, i * 0.01 + 0.05, 10, valid=10) for i in range(98)]
+    records.append(_record(0.5, 30.5, 10, pending=10))  # the wait ended after 30 s
+    records.append(_record(0.6, 120.6, 10, failed=True))  # the request timed out
+    records.append(_record(0.7, 0.7, 10, failed=True, reasons={loadgen.NOT_SENT: 10}))
+    summary = loadgen.summarize(records, started=0.0, warmup_s=0.0)
+    latency = summary["submit_to_commit_ms"]
+    assert latency["p50"] == 50.0 and latency["p99"] >= 30_000 and latency["max"] >= 120_000
+    assert summary["not_committed_txs"] == 30
+    assert summary["window_s"] == pytest.approx(1.02, abs=0.01)  # the last commit, not the stuck requests
+    assert summary["committed_tps"] == pytest.approx(980 / 1.02, rel=0.01)
+
+
+def test_a_second_with_no_commit_has_no_latency_rather_than_zero() -> None:
+    records = [_record(0.1, 1.5, 5, valid=5), _record(1.9, 4.2, 5, valid=5)]
+    rows = loadgen.timeline(records, started=0.0)
+    assert [(r["t_s"], r["committed"], r["p99_ms"]) for r in rows] == [
+        (0, 0, None), (1, 5, 1400.0), (2, 0, None), (3, 0, None), (4, 5, 2300.0)]
+
+
+def test_a_dvp_settlement_counts_as_a_trade_settled() -> None:
+    record = _record(0.0, 0.1, 2)
+    loadgen._tally(record, [{"accepted": True, "status": "committed",
+                             "receipt": {"result": "valid", "events": [{"kind": "dvp_settled"}]}},
+                            {"accepted": True, "status": "committed",
+                             "receipt": {"result": "valid", "events": [{"kind": "trade"}, {"kind": "order_filled"}]}}])
+    assert record.trades == 2
 
 
 def test_mix_is_parsed_and_checked() -> None:
