@@ -123,7 +123,7 @@ def require_not_converting(ctx: Context, isin: str) -> None:
         raise ContractError(Reason.ASSET_PAUSED, f"{isin} is being converted by {action}")
 
 
-def _require_venue_authority(ctx: Context) -> str:
+def require_venue_authority(ctx: Context) -> str:
     """An operator, or failing that an active regulator, must sign."""
     for signer in ctx.signers:
         if participants.is_operator(ctx, signer):
@@ -177,7 +177,7 @@ def set_book_params(ctx: Context, isin: str, currency: str, tick_size: int, lot_
 def halt_trading(ctx: Context, isin: str, reason: str) -> None:
     """An operator or regulator halts trading in a security: no new orders, no matching, no
     negotiated trades; cancels and expiries still release what orders hold."""
-    by = _require_venue_authority(ctx)
+    by = require_venue_authority(ctx)
     securities.require_instrument(ctx, isin)
     if is_halted(ctx, isin):
         raise ContractError(Reason.INVALID_STATE, f"trading in {isin} is already halted")
@@ -188,7 +188,7 @@ def halt_trading(ctx: Context, isin: str, reason: str) -> None:
 
 @METHODS.method(isin=ASSET_ID, reason=TEXT)
 def resume_trading(ctx: Context, isin: str, reason: str) -> None:
-    by = _require_venue_authority(ctx)
+    by = require_venue_authority(ctx)
     if not is_halted(ctx, isin):
         raise ContractError(Reason.INVALID_STATE, f"trading in {isin} is not halted")
     ctx.delete(halt_key(isin))
@@ -366,7 +366,7 @@ def replace_order(ctx: Context, order_id: int, quantity: int, price: int, expire
 def cancel_account_orders(ctx: Context, account: str, reason: str) -> None:
     """An operator or regulator cancels an account's resting orders (up to MAX_FORCED_CANCELS
     per transaction; send again for more), e.g. so a forced transfer finds the units free."""
-    by = _require_venue_authority(ctx)
+    by = require_venue_authority(ctx)
     # Ids first, each order read again just before it leaves: taking one off its level rewrites
     # its neighbours' links, so a record read before that (the next of the same account at the
     # same price) would point at the order just removed.

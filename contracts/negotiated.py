@@ -102,6 +102,11 @@ def security_key(isin: str, proposal_id: int) -> bytes:
     return state_key("neg", "isin", isin, proposal_id)
 
 
+def open_key(proposer: str, proposal_id: int) -> bytes:
+    """Open proposals by proposer (so an authority can end an account's, cancel_account_proposals)."""
+    return state_key("neg", "open", proposer, proposal_id)
+
+
 def expiry_key(expires_at_ms: int, proposal_id: int) -> bytes:
     return EXPIRY_PREFIX + expires_at_ms.to_bytes(8, "big") + proposal_id.to_bytes(8, "big")
 
@@ -134,6 +139,7 @@ def _close(ctx: Context, proposal: Proposal, event: str, by: str) -> Proposal:
     balances.unlock(ctx, asset, proposal.proposer, held)
     ctx.delete(expiry_key(proposal.expires_at_ms, proposal.proposal_id))
     ctx.delete(security_key(proposal.isin, proposal.proposal_id))
+    ctx.delete(open_key(proposal.proposer, proposal.proposal_id))
     _save(ctx, closed)
     ctx.touch(proposal.counterparty)
     ctx.emit("proposal_" + closed.status, proposal_id=proposal.proposal_id, proposer=proposal.proposer,
@@ -199,6 +205,7 @@ def propose(ctx: Context, counterparty: str, side: str, isin: str, currency: str
     ctx.put(party_key(counterparty, proposal_id), 1)
     ctx.put(expiry_key(expires_at_ms, proposal_id), 1)
     ctx.put(security_key(isin, proposal_id), 1)
+    ctx.put(open_key(proposer, proposal_id), 1)
     ctx.touch(counterparty)
     ctx.emit("proposal_made", proposal_id=proposal_id, proposer=proposer, counterparty=counterparty, side=side,
              isin=isin, currency=currency, quantity=quantity, price=price, amount=amount,
@@ -221,6 +228,7 @@ def accept(ctx: Context, proposal_id: int) -> None:
     ])
     ctx.delete(expiry_key(proposal.expires_at_ms, proposal_id))
     ctx.delete(security_key(proposal.isin, proposal_id))
+    ctx.delete(open_key(proposal.proposer, proposal_id))
     _save(ctx, accepted)
     recorder = TradeRecorder(ctx, proposal.isin, proposal.currency)
     trade = recorder.record(proposal.price, proposal.quantity, proposal.amount, proposal.buyer, proposal.seller,
@@ -245,6 +253,21 @@ def withdraw(ctx: Context, proposal_id: int) -> None:
     proposal = require_proposal(ctx, proposal_id)
     ctx.require_signer(proposal.proposer)
     _close(ctx, proposal, WITHDRAW, proposal.proposer)
+
+
+@METHODS.method(account=ADDRESS, reason=TEXT)
+def cancel_account_proposals(ctx: Context, account: str, reason: str) -> None:
+    """An operator or an active regulator ends the open proposals an account made (up to
+    MAX_FORCED_CANCELS per transaction; send again for more), releasing what they lock: the
+    negotiated side of market.cancel_account_orders, e.g. so a forced transfer finds the units
+    free (a proposal's lock would otherwise hold them for up to 30 days)."""
+    by = market.require_venue_authority(ctx)
+    prefix = prefix_of("neg", "open", account)
+    found = [int.from_bytes(key[len(prefix):], "big") for key, _ in ctx.scan(prefix, market.MAX_FORCED_CANCELS)]
+    for proposal_id in found:
+        _close(ctx, require_proposal(ctx, proposal_id), CANCEL, by)
+    ctx.touch(account)
+    ctx.emit("account_proposals_cancelled", account=account, count=len(found), reason=reason, by=by)
 
 
 # ---------------------------------------------------------------- scheduled work and queries

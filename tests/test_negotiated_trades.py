@@ -54,6 +54,29 @@ def test_a_buy_proposal_locks_the_cash_and_only_the_named_counterparty_may_accep
     assert w.balance(CURRENCY, buyer).locked == 0
 
 
+def test_an_authority_ends_an_accounts_open_proposals_so_a_forced_transfer_finds_the_units_free() -> None:
+    """Before, nothing but the proposer, the counterparty or expiry (up to 30 days) ended a
+    proposal, so the units it locked stayed out of a court-ordered forced transfer's reach."""
+    w = World(investors=3, open_book=False)
+    a, b, c = w.investors
+    selling = _id(_propose(w, a, b, quantity=40))
+    buying = _id(_propose(w, a, c, side="buy", quantity=5, price=100))
+    accepted = _id(_propose(w, a, b, quantity=10))
+    w.must(b, "negotiated", "accept", proposal_id=accepted)
+    theirs = _id(_propose(w, b, a, quantity=7))  # a is only the counterparty: not a's to end
+    assert w.balance(w.isin, a).locked == 40 and w.balance(CURRENCY, a).locked == 500
+    assert w.call(b, "negotiated", "cancel_account_proposals", account=a, reason="x").reason == Reason.UNAUTHORIZED
+    done = w.must(w.regulator, "negotiated", "cancel_account_proposals", account=a, reason="court order")
+    assert done.of_kind("account_proposals_cancelled")[0]["count"] == 2
+    assert sorted(e["proposal_id"] for e in done.of_kind("proposal_cancelled")) == [selling, buying]
+    assert w.balance(w.isin, a).locked == 0 and w.balance(CURRENCY, a).locked == 0
+    statuses = {p.proposal_id: p.status for p in negotiated.proposals_of(w.query_ctx(), a)}
+    assert statuses == {selling: "cancelled", buying: "cancelled", accepted: "accepted", theirs: "proposed"}
+    assert w.call(b, "negotiated", "accept", proposal_id=selling).reason == Reason.INVALID_STATE
+    again = w.must(w.operator, "negotiated", "cancel_account_proposals", account=a, reason="court order")
+    assert again.of_kind("account_proposals_cancelled")[0]["count"] == 0
+
+
 def test_withdraw_and_reject_release_the_lock_and_end_the_proposal() -> None:
     w = World(investors=2, open_book=False)
     a, b = w.investors
