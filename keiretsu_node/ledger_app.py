@@ -172,11 +172,9 @@ def _bytes(item: object) -> bytes:
 
 
 def _check_head(incoming: LedgerStore, position: AppliedPosition, genesis_hash: bytes | None) -> None:
-    """The snapshot's applied position names its last block, which is there and matches, of
-    this node's chain: what the node checks at every start, checked before the swap."""
-    head = incoming.block(position.height)
-    if head is None or head.hash() != position.block_hash or head.header.state_hash != position.state_hash:
-        raise SnapshotError(f"the snapshot's block {position.height} is missing or does not match its position")
+    """The snapshot's applied position names its last block, which is there and matches (the
+    check every start makes, LedgerStore.check_head, before the swap), of this node's chain."""
+    incoming.check_head()
     if incoming.block(position.height + 1) is not None:
         raise SnapshotError(f"the snapshot holds blocks past its position (height {position.height})")
     if genesis_hash is not None and incoming.genesis_hash() != genesis_hash:
