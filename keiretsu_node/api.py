@@ -18,17 +18,15 @@ from aiohttp import web
 from keiretsu_node import queries
 from keiretsu_node.jsonview import block_json, safe
 from keiretsu_node.openapi import openapi_document
-from ledger.codec import MAX_INT
 from ledger.keys import is_address
-from ledger.store import HISTORY_SYSTEM, HistoryEntry
+from ledger.query import parse_cursor
+from ledger.store import MAX_HEIGHT
 
 if TYPE_CHECKING:
     from keiretsu_node.node import Node
 
 BODY_READ_TIMEOUT_S = 10
 MAX_HISTORY_LIMIT = 1000
-MAX_HEIGHT = MAX_INT  # a block height is a u64 in the store's keys
-MAX_HISTORY_INDEX = 2**32 - 1  # a position in a block is a u32 in a history key
 SSE_KEEPALIVE_S = 15
 SSE_WRITE_TIMEOUT_S = 10
 MSGPACK = "application/msgpack"
@@ -252,12 +250,9 @@ def _history(request: web.Request, subject: str) -> web.Response:
     after = None
     if "after" in request.query:
         try:
-            height, kind, index = (int(p) for p in request.query["after"].split("-"))
+            after = parse_cursor(request.query["after"])
         except ValueError as exc:
-            raise ApiProblem(400, "BAD_REQUEST", "after must be height-kind-index as returned by 'next'") from exc
-        if not (0 <= height <= MAX_HEIGHT and 0 <= kind <= HISTORY_SYSTEM and 0 <= index <= MAX_HISTORY_INDEX):
-            raise ApiProblem(400, "BAD_REQUEST", "after names no possible entry: use the 'next' a page returned")
-        after = HistoryEntry(height, kind, index)
+            raise ApiProblem(400, "BAD_REQUEST", f"after: {exc}") from exc
     items = queries.history(node.store, subject, after, limit)
     return web.json_response(safe(items))
 

@@ -17,7 +17,7 @@ from ledger.keys import address_of
 from ledger.merkle import merkle_proof
 from ledger.reasons import InvariantViolation
 from ledger.state import Overlay, StateReader, prefix_of
-from ledger.store import HISTORY_SYSTEM, MAX_HISTORY_PAGE, HistoryEntry, LedgerStore
+from ledger.store import HISTORY_SYSTEM, MAX_HEIGHT, MAX_HISTORY_INDEX, MAX_HISTORY_PAGE, HistoryEntry, LedgerStore
 from ledger.tx import decode_signed
 
 MAX_SCAN_ENTRIES = 1_000
@@ -214,11 +214,15 @@ class HistoryPage:
 
 
 def parse_cursor(cursor: str) -> HistoryEntry:
-    """A history cursor "height-kind-index"; ValueError if it is not one."""
+    """A history cursor "height-kind-index", as a page's `next` gives it; ValueError if it is
+    not one, or names no entry a history key can hold (its fields' widths, history_key)."""
     parts = cursor.split("-")
     if len(parts) != 3 or not all(p.isdigit() and len(p) <= 20 for p in parts):
         raise ValueError("a history cursor is height-kind-index")
-    return HistoryEntry(int(parts[0]), int(parts[1]), int(parts[2]))
+    height, kind, index = (int(p) for p in parts)
+    if height > MAX_HEIGHT or kind > HISTORY_SYSTEM or index > MAX_HISTORY_INDEX:
+        raise ValueError("the history cursor names no possible entry: use the 'next' a page returned")
+    return HistoryEntry(height, kind, index)
 
 
 def history(store: LedgerStore, subject: str, *, after: str | None = None,

@@ -97,6 +97,10 @@ class HistoryEntry:
     index: int  # position of the tx in the block, or of the system event
 
 
+MAX_HEIGHT = 2**64 - 1  # height_key's 8 bytes
+MAX_HISTORY_INDEX = 2**32 - 1  # history_key's 4 bytes for a position in a block
+
+
 def height_key(height: int) -> bytes:
     return BLOCK_PREFIX + height.to_bytes(8, "big")
 
