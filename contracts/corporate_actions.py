@@ -277,11 +277,6 @@ def _serviced_key(isin: str) -> bytes:
     return state_key("ca_serviced", isin)
 
 
-def _redeemed_key(isin: str) -> bytes:
-    """Set when a bond's redemption completes (its value: the redemption's action id)."""
-    return state_key("ca_redeemed", isin)
-
-
 def schedule_bond_service(ctx: Context, isin: str) -> None:
     """Schedule every coupon and the redemption of a bond from its terms (once per bond).
 
@@ -333,7 +328,7 @@ def fund_bond(ctx: Context, isin: str, amount: int) -> None:
     instrument = _require_issuer(ctx, isin)
     if instrument.kind != "bond" or instrument.currency is None:
         raise ContractError(Reason.BAD_ARGUMENTS, f"{isin} is not a bond")
-    if ctx.exists(_redeemed_key(isin)):
+    if securities.bond_redeemed(ctx, isin):
         # Only the redemption releases a reserve: cash locked after it would stay locked forever.
         raise ContractError(Reason.INVALID_STATE, f"{isin} is redeemed: no payment is left to fund")
     _lock_free_cash(ctx, instrument.currency, instrument.issuer, amount)
@@ -367,7 +362,7 @@ def cure_default(ctx: Context, action_id: int) -> None:
     next block, on the holdings of that block (the default stays in the history)."""
     action = require_action(ctx, action_id)
     _require_issuer(ctx, action.isin)
-    if action.kind == COUPON and _bond_redeemed(ctx, action.isin):
+    if action.kind == COUPON and _fully_retired(ctx, action.isin):
         raise ContractError(Reason.INVALID_STATE, f"{action.isin} is redeemed: no holder is left to pay")
     if action.kind == COUPON and _redemption_under_way(ctx, action):
         # The coupon would run after the redemption (same bond: strict order) and find no holder.
@@ -382,7 +377,9 @@ def cure_default(ctx: Context, action_id: int) -> None:
     ctx.emit("bond_default_cured", action_id=action_id, isin=action.isin, payment=action.kind)
 
 
-def _bond_redeemed(ctx: Context, isin: str) -> bool:
+def _fully_retired(ctx: Context, isin: str) -> bool:
+    """Every unit ever issued is retired (at maturity, or early by securities.redeem): not the
+    same as securities.bond_redeemed, which is set only as the maturity redemption completes."""
     issued, retired = balances.supply(ctx, isin)
     return issued > 0 and issued == retired
 
@@ -653,7 +650,7 @@ def _finish_redemption(ctx: Context, action: Action) -> None:
         balances.unlock(ctx, action.currency, action.issuer, reserve)
         ctx.delete(_reserve_key(action.isin))
     entitlements.release(ctx, action.isin)
-    ctx.put(_redeemed_key(action.isin), action.action_id)
+    securities.record_bond_redeemed(ctx, action.isin, action.action_id)
     _advance(ctx, action, "finish")
     ctx.touch(action.issuer)
     ctx.emit("redemption_completed", action_id=action.action_id, isin=action.isin, currency=action.currency,

@@ -125,11 +125,19 @@ def unit_changes(ctx: Context, isin: str) -> int:
     return ctx.get(_unit_changes_key(isin)) or 0
 
 
+def _redeemed_key(isin: str) -> bytes:
+    return state_key("ca_redeemed", isin)
+
+
+def record_bond_redeemed(ctx: Context, isin: str, action_id: int) -> None:
+    """The bond's redemption at maturity has completed (corporate_actions._finish_redemption)."""
+    ctx.put(_redeemed_key(isin), action_id)
+
+
 def bond_redeemed(ctx: Context, isin: str) -> bool:
     """True once the bond's redemption at maturity has completed: nothing will redeem a unit
-    issued after it. corporate_actions writes this key as the redemption completes (its
-    _redeemed_key, valued with the redemption's action id)."""
-    return ctx.exists(state_key("ca_redeemed", isin))
+    issued after it, and nothing will release cash locked for it."""
+    return ctx.exists(_redeemed_key(isin))
 
 
 # ---------------------------------------------------------------- rules
