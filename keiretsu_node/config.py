@@ -24,6 +24,12 @@ MAX_PREFERRED_BATCH_BYTES = MAX_ENTRY_BYTES - 5 * MAX_BATCH_TXS_LIMIT - 1024
 MAX_FORWARDED_TXS_PER_FRAME = 2_000
 # Without mempool.max_txs_per_signer in the TOML, one signer may hold this share of max_txs.
 SIGNER_SHARE_DIVISOR = 4
+DEFAULT_MEMPOOL_TXS = 100_000
+
+
+def signer_share(max_txs: int) -> int:
+    """The entries one first signer may hold in a pool of max_txs, unless configured."""
+    return max(1, max_txs // SIGNER_SHARE_DIVISOR)
 
 
 class ConfigError(ValueError):
@@ -46,12 +52,12 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class MempoolConfig:
-    max_txs: int = 100_000
+    max_txs: int = DEFAULT_MEMPOOL_TXS
     max_bytes: int = 128 * 1024 * 1024
     forward_batch_txs: int = 500
-    # Entries one first signer may hold: a quarter of max_txs unless the TOML says otherwise
+    # Entries one first signer may hold: signer_share(max_txs) unless the TOML says otherwise
     # (_mempool_section); above max_txs it bounds nothing the pool's bound does not.
-    max_txs_per_signer: int = 25_000
+    max_txs_per_signer: int = signer_share(DEFAULT_MEMPOOL_TXS)
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,10 @@ def _section(cls: type, raw: Any, where: str) -> Any:
 
 
 def _mempool_section(raw: Any, where: str) -> MempoolConfig:
-    """[mempool], with max_txs_per_signer a quarter of max_txs when the TOML does not set it."""
+    """[mempool], with max_txs_per_signer signer_share(max_txs) when the TOML does not set it."""
     value: MempoolConfig = _section(MempoolConfig, raw, where)
     if not isinstance(raw, dict) or "max_txs_per_signer" not in raw:
-        value = replace(value, max_txs_per_signer=max(1, value.max_txs // SIGNER_SHARE_DIVISOR))
+        value = replace(value, max_txs_per_signer=signer_share(value.max_txs))
     return value
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from contracts.registry import Registry
-from keiretsu_node.config import SIGNER_SHARE_DIVISOR
+from keiretsu_node.config import signer_share
 from ledger.executor import MAX_TX_LIFETIME_MS, VerifiedCache
 from ledger.reasons import ContractError, Reason, TxRejected
 from ledger.store import LedgerStore
@@ -53,8 +53,7 @@ class Mempool:
         self.store = store
         self.max_txs = max_txs
         self.max_bytes = max_bytes
-        self.max_txs_per_signer = (max_txs_per_signer if max_txs_per_signer is not None
-                                   else max(1, max_txs // SIGNER_SHARE_DIVISOR))
+        self.max_txs_per_signer = max_txs_per_signer if max_txs_per_signer is not None else signer_share(max_txs)
         self._per_signer: dict[bytes, int] = {}  # entries held per first signer, none at zero
         self.verified_cache = verified_cache
         self._entries: dict[bytes, _Entry] = {}
